@@ -1,0 +1,45 @@
+# leanmesh — make build | test | bench | so-matrix | demo
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+# The default target release comes from the version matrix (the row marked "default").
+MATRIX := envoy-build/versions.tsv
+ISTIO_VERSION ?= $(shell awk '!/^\#/ && $$9=="default" {print $$1}' $(MATRIX))
+ENVOY_VERSION ?= $(shell awk '!/^\#/ && $$9=="default" {print $$2}' $(MATRIX))
+GOFLAGS_SO := -buildmode=c-shared -trimpath -ldflags "-s -w"
+TEST_TIMEOUT ?= 45m
+
+.PHONY: all build so test unit-test vet bench clean fmt
+
+all: build
+
+build: so
+
+so: $(BIN)/leanmesh.so
+
+# Rebuilt whenever any Go file under filters/ or go.mod changes.
+$(BIN)/leanmesh.so: go.mod go.sum $(shell find filters -name '*.go' -not -name '*_test.go')
+	@mkdir -p $(BIN)
+	CGO_ENABLED=1 $(GO) build $(GOFLAGS_SO) -o $@ ./filters/cmd/leanmesh
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+# Every test that can run on this machine. Pure packages run under -race.
+test: vet build
+	$(GO) test -race -count=1 ./filters/... 
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/filters/')
+
+unit-test:
+	$(GO) test -race ./filters/...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./filters/...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,68 @@
+package httpstats
+
+import (
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/leanmesh/leanmesh/filters/telemetry"
+)
+
+// clusterInfo is what the filter needs from an upstream cluster, decoded once
+// per cluster name and worker from `xds.cluster_metadata`.
+type clusterInfo struct {
+	service   *telemetry.Service // from filter_metadata.istio.services[0]; nil if none
+	inMesh    bool               // an Istio outbound cluster of a mesh service
+	disableMX bool               // istio.disable_mx, or marked external
+}
+
+// decodeClusterInfo parses a serialized envoy.config.core.v3.Metadata.
+func decodeClusterInfo(name string, raw []byte) *clusterInfo {
+	ci := &clusterInfo{}
+	var md corev3.Metadata
+	if len(raw) > 0 && proto.Unmarshal(raw, &md) == nil {
+		istio := md.GetFilterMetadata()["istio"]
+		if svcs := istio.GetFields()["services"].GetListValue().GetValues(); len(svcs) > 0 {
+			f := svcs[0].GetStructValue().GetFields()
+			ci.service = &telemetry.Service{
+				Host: strings.Clone(f["host"].GetStringValue()),
+				Name: strings.Clone(f["name"].GetStringValue()),
+			}
+		}
+		ci.disableMX = truthy(istio.GetFields()["disable_mx"]) || truthy(istio.GetFields()["external"])
+	}
+	ci.inMesh = strings.HasPrefix(name, "outbound|") && ci.service != nil && !ci.disableMX
+	return ci
+}
+
+func truthy(v *structpb.Value) bool {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_BoolValue:
+		return k.BoolValue
+	case *structpb.Value_StringValue:
+		return k.StringValue == "true"
+	}
+	return false
+}
+
+// isSpecialCluster: never in mesh, never gets MX headers.
+func isSpecialCluster(name string) bool {
+	switch name {
+	case "PassthroughCluster", "BlackHoleCluster", "InboundPassthroughCluster",
+		"InboundPassthroughClusterIpv4", "InboundPassthroughClusterIpv6":
+		return true
+	}
+	return false
+}
+
+// workloadFromHostMetadata extracts filter_metadata.istio.workload from a
+// serialized envoy.config.core.v3.Metadata.
+func workloadFromHostMetadata(raw []byte) string {
+	var md corev3.Metadata
+	if proto.Unmarshal(raw, &md) != nil {
+		return ""
+	}
+	return md.GetFilterMetadata()["istio"].GetFields()["workload"].GetStringValue()
+}

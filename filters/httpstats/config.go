@@ -1,0 +1,185 @@
+// Package httpstats is leanmesh's HTTP filter: Istio's standard HTTP metrics
+// and Istio-compatible metadata exchange in one filter (the "tstats" idea),
+// plus the scrape endpoint. It imports only the SDK's pure-Go api package, so
+// it is tested with fakes; filters/cmd/leanmesh registers it with Envoy.
+package httpstats
+
+import (
+	"encoding/json"
+
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/leanmesh/leanmesh/filters/peer"
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+	"github.com/leanmesh/leanmesh/filters/telemetry"
+)
+
+// PluginName is the name the HTTP filter registers under.
+const PluginName = "leanmesh"
+
+// Parser implements api.StreamFilterConfigParser.
+type Parser struct{}
+
+// Parse validates plugin_config; an error makes Envoy reject the listener,
+// so the controller runs the same pluginconfig parser before rendering.
+func (Parser) Parse(a *anypb.Any, _ api.ConfigCallbackHandler) (interface{}, error) {
+	c, err := pluginconfig.FromAny(a)
+	if err != nil {
+		telemetry.Self.Counter("leanmesh_config_rejected_total", "", "").Add(1)
+		return nil, err
+	}
+	return NewConfig(c), nil
+}
+
+// Merge: leanmesh has no per-route settings; the listener config holds.
+func (Parser) Merge(parent, child interface{}) interface{} {
+	if child != nil {
+		if _, ok := child.(*Config); ok {
+			return child
+		}
+	}
+	return parent
+}
+
+// Config is one filter config (one listener context), shared by all its
+// streams on every worker.
+type Config struct {
+	c        *pluginconfig.Compiled
+	registry *telemetry.Registry
+	local    atomic.Pointer[localState]
+	workers  [numWorkers]workerState
+}
+
+const numWorkers = 64 // Envoy worker ids map onto these modulo 64
+
+type localState struct {
+	mx   *peer.Local
+	peer *telemetry.Peer
+}
+
+// workerState is touched by one Envoy worker thread; the mutex only guards
+// against worker ids that collide modulo numWorkers, so it is uncontended.
+type workerState struct {
+	mu       sync.Mutex
+	peers    *peer.Cache
+	dims     map[*peer.Workload]*telemetry.Peer
+	clusters map[string]*clusterInfo
+	flags    flagStrings
+	_        [32]byte
+}
+
+// NewConfig builds the runtime config; configs with equal metric settings
+// share one process-wide registry.
+func NewConfig(c *pluginconfig.Compiled) *Config {
+	fp, _ := json.Marshal(struct {
+		B []float64
+		M int
+		O []pluginconfig.MetricOverride
+	}{c.HistogramBuckets, c.MaxSeries, c.Metrics})
+	reg := telemetry.Shared(string(fp), telemetry.Options{
+		Buckets: c.HistogramBuckets, MaxSeries: c.MaxSeries, Overrides: c.Overrides, IstioVersion: c.IstioVersion,
+	})
+	cfg := &Config{c: c, registry: reg}
+	for i := range cfg.workers {
+		cfg.workers[i].peers = peer.NewCache(c.MetadataExchange.PeerCacheSize)
+	}
+	return cfg
+}
+
+// Destroy is called by Envoy when the config is dropped; nothing to free:
+// series stay in the registry so counters never go backwards.
+func (cfg *Config) Destroy() {}
+
+// Registry exposes the config's registry (tests, benchmarks).
+func (cfg *Config) Registry() *telemetry.Registry { return cfg.registry }
+
+// localIdentity returns the proxy's identity, reading `xds.node` once.
+func (cfg *Config) localIdentity(cb api.StreamFilterCallbacks) *localState {
+	if l := cfg.local.Load(); l != nil {
+		return l
+	}
+	raw, err := cb.GetProperty("xds.node")
+	var node *peer.Node
+	if err == nil {
+		node, err = peer.NodeFromProto([]byte(raw))
+	}
+	if err != nil {
+		// Record with an empty local identity and retry on a later request.
+		countOnce("node_metadata_unavailable", err)
+		return &localState{peer: cfg.registry.InternPeer(telemetry.Peer{})}
+	}
+	mx, err := peer.LocalFromNode(node, peer.EncodeOptions{})
+	if err != nil {
+		countOnce("node_metadata_invalid", err)
+		return &localState{peer: cfg.registry.InternPeer(telemetry.Peer{})}
+	}
+	w := mx.Workload
+	l := &localState{mx: mx, peer: cfg.registry.InternPeer(telemetry.Peer{
+		Workload: w.Name, Namespace: w.Namespace, CanonicalService: w.CanonicalService,
+		CanonicalRevision: w.CanonicalRevision, App: w.App, Version: w.Version, Cluster: w.Cluster,
+	})}
+	if v := cfg.c.IstioVersion; v == "" {
+		if iv := node.Metadata.GetFields()["ISTIO_VERSION"].GetStringValue(); iv != "" {
+			cfg.registry.SetIstioVersion(iv)
+		}
+	}
+	cfg.local.CompareAndSwap(nil, l)
+	return cfg.local.Load()
+}
+
+// peerDims turns a cached workload into its interned label dimensions. The
+// map is keyed by the cache's pointer (a lookup without allocation); entries
+// of evicted workloads are dropped in bulk when it outgrows the cache.
+func (w *workerState) peerDims(reg *telemetry.Registry, wl *peer.Workload, capacity int) *telemetry.Peer {
+	if p, ok := w.dims[wl]; ok {
+		return p
+	}
+	if w.dims == nil || len(w.dims) >= 2*capacity+16 {
+		w.dims = map[*peer.Workload]*telemetry.Peer{}
+	}
+	p := reg.InternPeer(telemetry.Peer{
+		Workload: wl.Name, Namespace: wl.Namespace, CanonicalService: wl.CanonicalService,
+		CanonicalRevision: wl.CanonicalRevision, App: wl.App, Version: wl.Version, Cluster: wl.Cluster,
+	})
+	w.dims[wl] = p
+	return p
+}
+
+const maxClusters = 4096
+
+// cluster returns the worker's cached view of cluster name's metadata.
+func (w *workerState) cluster(cb api.StreamFilterCallbacks, name string) *clusterInfo {
+	if ci, ok := w.clusters[name]; ok {
+		return ci
+	}
+	raw, _ := cb.GetProperty("xds.cluster_metadata")
+	ci := decodeClusterInfo(name, []byte(raw))
+	if w.clusters == nil || len(w.clusters) >= maxClusters {
+		w.clusters = map[string]*clusterInfo{}
+	}
+	w.clusters[strings.Clone(name)] = ci
+	return ci
+}
+
+// Self-metric and log-once helpers: a malformed input or a panic is counted
+// every time and logged once per kind, so a flood cannot flood the log.
+var logged sync.Map
+
+func countOnce(kind string, err error) {
+	telemetry.Self.Counter("leanmesh_errors_total", "kind", kind).Add(1)
+	if _, dup := logged.LoadOrStore(kind, true); !dup {
+		api.LogWarnf("leanmesh: %s: %v (logged once; see leanmesh_errors_total)", kind, err)
+	}
+}
+
+func countPanic(callback string, r interface{}) {
+	telemetry.Self.Counter("leanmesh_panics_total", "callback", callback).Add(1)
+	if _, dup := logged.LoadOrStore("panic:"+callback, true); !dup {
+		api.LogErrorf("leanmesh: recovered panic in %s: %v (logged once; see leanmesh_panics_total)", callback, r)
+	}
+}

@@ -1,0 +1,429 @@
+package httpstats
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/leanmesh/leanmesh/filters/peer"
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+	"github.com/leanmesh/leanmesh/filters/telemetry"
+)
+
+func nodeMeta(t testing.TB, workload, ns, app, version string) *structpb.Struct {
+	s, err := structpb.NewStruct(map[string]interface{}{
+		"NAME": workload + "-abc", "NAMESPACE": ns, "WORKLOAD_NAME": workload, "CLUSTER_ID": "Kubernetes",
+		"ISTIO_VERSION": "1.31.1", "MESH_ID": "cluster.local",
+		"OWNER": "kubernetes://apis/apps/v1/namespaces/" + ns + "/deployments/" + workload,
+		"LABELS": map[string]interface{}{"app": app, "version": version,
+			"service.istio.io/canonical-name": app, "service.istio.io/canonical-revision": version},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func nodeBytes(t testing.TB, id string, meta *structpb.Struct) string {
+	b, err := proto.Marshal(&corev3.Node{Id: id, Metadata: meta})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func clusterMeta(t testing.TB, fields map[string]interface{}) string {
+	s, err := structpb.NewStruct(fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := proto.Marshal(&corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": s}})
+	return string(b)
+}
+
+var registrySeq atomic.Int64
+
+// newConfig parses a plugin config into its own registry (a unique
+// max_series keeps tests from sharing the process-wide registries).
+func newConfig(t testing.TB, js string) *Config {
+	t.Helper()
+	js = strings.TrimSuffix(strings.TrimSpace(js), "}") + fmt.Sprintf(`,"max_series":%d}`, 1000000+registrySeq.Add(1))
+	c, err := pluginconfig.FromJSON([]byte(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewConfig(c)
+}
+
+const (
+	productpageID = "sidecar~10.0.0.1~productpage-v1-abc.default~default.svc.cluster.local"
+	reviewsID     = "sidecar~10.0.0.2~reviews-v2-abc.default~default.svc.cluster.local"
+	reviewsHost   = "reviews.default.svc.cluster.local"
+)
+
+type world struct {
+	productpage *structpb.Struct
+	reviews     *structpb.Struct
+	reviewsMX   *peer.Local
+}
+
+func newWorld(t testing.TB) world {
+	w := world{productpage: nodeMeta(t, "productpage-v1", "default", "productpage", "v1"), reviews: nodeMeta(t, "reviews-v2", "default", "reviews", "v2")}
+	var err error
+	if w.reviewsMX, err = peer.NewLocal(reviewsID, w.reviews, peer.EncodeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func outboundStream(t testing.TB, w world, cluster string, meta string) *stream {
+	return &stream{worker: 1, code: 200, hasCode: true, cluster: cluster, props: map[string]string{
+		"xds.node":                           nodeBytes(t, productpageID, w.productpage),
+		"xds.cluster_metadata":               meta,
+		"response.flags":                     "0",
+		"request.duration":                   "12.5ms",
+		"request.total_size":                 "300",
+		"response.total_size":                "1200",
+		"upstream.uri_san_peer_certificate":  "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
+		"upstream.uri_san_local_certificate": "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+	}}
+}
+
+// run drives one request through the filter as Envoy orders the callbacks.
+func run(f api.StreamFilter, req, resp, trailers *headers) {
+	f.DecodeHeaders(req, true)
+	f.EncodeHeaders(resp, trailers == nil)
+	var tr api.ResponseTrailerMap
+	if trailers != nil {
+		f.EncodeTrailers(trailers)
+		tr = trailers
+	}
+	f.OnLog(req, nil, resp, tr)
+	f.OnDestroy(api.Normal)
+}
+
+func scrape(t testing.TB, reg *telemetry.Registry) map[string]*dto.MetricFamily {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(reg.AppendText(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+func onlySeries(t testing.TB, fams map[string]*dto.MetricFamily, name string) (map[string]string, float64) {
+	t.Helper()
+	f := fams[name]
+	if f == nil || len(f.GetMetric()) != 1 {
+		t.Fatalf("%s: want exactly one series, got %v", name, f)
+	}
+	m := f.GetMetric()[0]
+	ls := map[string]string{}
+	for _, lp := range m.GetLabel() {
+		ls[lp.GetName()] = lp.GetValue()
+	}
+	return ls, m.GetCounter().GetValue()
+}
+
+func TestOutboundInMeshExchangesAndRecords(t *testing.T) {
+	w := newWorld(t)
+	cfg := newConfig(t, `{"direction":"outbound"}`)
+	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, clusterMeta(t, map[string]interface{}{
+		"services": []interface{}{map[string]interface{}{"host": reviewsHost, "name": "reviews", "namespace": "default"}}}))
+	f := Factory(cfg, s)
+	req := newHeaders(":authority", "reviews:9080", ":path", "/reviews/1", HeaderMX, "forged-by-app")
+	f.DecodeHeaders(req, true)
+	local := cfg.local.Load()
+	if req.m[HeaderMX] != local.mx.HeaderValue || req.m[HeaderMXID] != productpageID {
+		t.Fatalf("request MX headers = %q / %q", req.m[HeaderMX], req.m[HeaderMXID])
+	}
+	resp := newHeaders(":status", "200", HeaderMX, w.reviewsMX.HeaderValue, HeaderMXID, reviewsID)
+	f.EncodeHeaders(resp, true)
+	if _, ok := resp.m[HeaderMX]; ok {
+		t.Fatal("response MX header must be stripped before the app")
+	}
+	if _, ok := resp.m[HeaderMXID]; ok {
+		t.Fatal("response MX id header must be stripped before the app")
+	}
+	f.OnLog(req, nil, resp, nil)
+
+	ls, v := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total")
+	want := map[string]string{
+		"reporter": "source", "source_workload": "productpage-v1", "source_app": "productpage",
+		"source_principal":     "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+		"destination_workload": "reviews-v2", "destination_app": "reviews", "destination_version": "v2",
+		"destination_canonical_service": "reviews", "destination_canonical_revision": "v2",
+		"destination_service": reviewsHost, "destination_service_name": "reviews", "destination_service_namespace": "default",
+		"destination_principal": "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
+		"destination_cluster":   "Kubernetes", "request_protocol": "http", "response_code": "200", "response_flags": "-",
+		"connection_security_policy": "unknown", "grpc_response_status": "",
+	}
+	for k, wv := range want {
+		if ls[k] != wv {
+			t.Errorf("%s = %q, want %q", k, ls[k], wv)
+		}
+	}
+	if v != 1 {
+		t.Errorf("requests = %v", v)
+	}
+	fams := scrape(t, cfg.Registry())
+	h := fams["istio_request_duration_milliseconds"].GetMetric()[0].GetHistogram()
+	if h.GetSampleSum() != 12 || h.GetSampleCount() != 1 {
+		t.Errorf("duration sum/count = %v/%v (12.5ms truncates to 12 as Istio)", h.GetSampleSum(), h.GetSampleCount())
+	}
+	if got := fams["istio_response_bytes"].GetMetric()[0].GetHistogram().GetSampleSum(); got != 1200 {
+		t.Errorf("response bytes = %v", got)
+	}
+	mustNoPanicLog(t)
+}
+
+func TestOutboundNonMeshGetsNoMX(t *testing.T) {
+	w := newWorld(t)
+	mesh := clusterMeta(t, map[string]interface{}{"services": []interface{}{map[string]interface{}{"host": reviewsHost, "name": "reviews"}}})
+	cases := []struct {
+		name, policy, cluster, meta string
+		send                        bool
+	}{
+		{"mesh service", "in_mesh", "outbound|9080||" + reviewsHost, mesh, true},
+		{"passthrough", "in_mesh", "PassthroughCluster", "", false},
+		{"blackhole", "in_mesh", "BlackHoleCluster", "", false},
+		{"service entry marked external", "in_mesh", "outbound|443||api.example.com", clusterMeta(t, map[string]interface{}{"external": true, "services": []interface{}{map[string]interface{}{"host": "api.example.com"}}}), false},
+		{"disable_mx", "in_mesh", "outbound|9080||" + reviewsHost, clusterMeta(t, map[string]interface{}{"disable_mx": true, "services": []interface{}{map[string]interface{}{"host": reviewsHost}}}), false},
+		{"cluster without istio services", "in_mesh", "outbound|80||raw", "", false},
+		{"istio behaviour: external gets it", "all", "outbound|443||api.example.com", clusterMeta(t, map[string]interface{}{"external": "true"}), false},
+		{"istio behaviour: non-mesh cluster gets it", "all", "outbound|80||raw", "", true},
+		{"istio behaviour: disable_mx still wins", "all", "outbound|9080||" + reviewsHost, clusterMeta(t, map[string]interface{}{"disable_mx": true}), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := newConfig(t, `{"direction":"outbound","metadata_exchange":{"send_to":"`+c.policy+`"}}`)
+			s := outboundStream(t, w, c.cluster, c.meta)
+			req := newHeaders(":authority", "x", HeaderMX, "from-app", HeaderMXID, "app-id")
+			Factory(cfg, s).DecodeHeaders(req, true)
+			_, sent := req.m[HeaderMX]
+			if sent != c.send {
+				t.Fatalf("MX sent = %v, want %v (headers %v)", sent, c.send, req.m)
+			}
+			if !c.send && (req.m[HeaderMXID] != "") {
+				t.Fatalf("app's MX id must not leak: %v", req.m)
+			}
+		})
+	}
+}
+
+func TestInboundReadsStripsAndEchoes(t *testing.T) {
+	w := newWorld(t)
+	cfg := newConfig(t, `{"direction":"inbound"}`)
+	client, _ := peer.NewLocal(productpageID, w.productpage, peer.EncodeOptions{})
+	newStream := func() *stream {
+		return &stream{worker: 0, code: 200, hasCode: true, cluster: "inbound|9080||", props: map[string]string{
+			"xds.node":                             nodeBytes(t, reviewsID, w.reviews),
+			"xds.cluster_metadata":                 clusterMeta(t, map[string]interface{}{"services": []interface{}{map[string]interface{}{"host": reviewsHost, "name": "reviews", "namespace": "default"}}}),
+			"response.flags":                       "0",
+			"connection.uri_san_peer_certificate":  "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+			"connection.uri_san_local_certificate": "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
+		}}
+	}
+	s := newStream()
+	f := Factory(cfg, s)
+	req := newHeaders(":authority", "reviews:9080", HeaderMX, client.HeaderValue, HeaderMXID, client.ID)
+	f.DecodeHeaders(req, true)
+	if _, ok := req.m[HeaderMX]; ok {
+		t.Fatal("the app must never see MX headers")
+	}
+	resp := newHeaders(":status", "200")
+	f.EncodeHeaders(resp, true)
+	if resp.m[HeaderMXID] != reviewsID || resp.m[HeaderMX] == "" {
+		t.Fatalf("server must echo its MX when the request carried it: %v", resp.m)
+	}
+	f.OnLog(req, nil, resp, nil)
+	ls, _ := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total")
+	for k, v := range map[string]string{"reporter": "destination", "source_workload": "productpage-v1", "source_app": "productpage",
+		"source_principal": "spiffe://cluster.local/ns/default/sa/bookinfo-productpage", "destination_workload": "reviews-v2",
+		"destination_service": reviewsHost, "destination_service_name": "reviews", "connection_security_policy": "mutual_tls"} {
+		if ls[k] != v {
+			t.Errorf("%s = %q, want %q", k, ls[k], v)
+		}
+	}
+	// No MX on the request: no echo.
+	s2 := newStream()
+	f2 := Factory(cfg, s2)
+	resp2 := newHeaders(":status", "200")
+	f2.DecodeHeaders(newHeaders(":authority", "reviews:9080"), true)
+	f2.EncodeHeaders(resp2, true)
+	if _, ok := resp2.m[HeaderMX]; ok {
+		t.Fatal("must not echo MX to a client that sent none")
+	}
+}
+
+func TestMalformedPeerHeaderIgnoredAndCounted(t *testing.T) {
+	w := newWorld(t)
+	cfg := newConfig(t, `{"direction":"inbound"}`)
+	before := telemetry.Self.Counter("leanmesh_errors_total", "kind", "peer_metadata_invalid").Load()
+	for _, bad := range []string{"!!!not-base64!!!", "aGVsbG8=", strings.Repeat("A", 100000)} {
+		s := &stream{code: 200, hasCode: true, props: map[string]string{"xds.node": nodeBytes(t, reviewsID, w.reviews)}}
+		f := Factory(cfg, s)
+		req := newHeaders(HeaderMX, bad, HeaderMXID, "bad-peer")
+		if st := f.DecodeHeaders(req, true); st != api.Continue {
+			t.Fatalf("status %v", st)
+		}
+		if _, ok := req.m[HeaderMX]; ok {
+			t.Fatal("malformed header must still be stripped")
+		}
+		f.OnLog(req, nil, newHeaders(), nil)
+	}
+	if got := telemetry.Self.Counter("leanmesh_errors_total", "kind", "peer_metadata_invalid").Load() - before; got != 3 {
+		t.Fatalf("counted %d malformed headers, want 3", got)
+	}
+	ls, v := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total")
+	if ls["source_workload"] != "unknown" || v != 3 {
+		t.Fatalf("malformed peers record as unknown: %v %v", ls["source_workload"], v)
+	}
+}
+
+func TestPanicsAreContained(t *testing.T) {
+	w := newWorld(t)
+	cfg := newConfig(t, `{"direction":"outbound"}`)
+	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, "")
+	s.panicOn = "response.flags"
+	before := telemetry.Self.Counter("leanmesh_panics_total", "callback", "OnLog").Load()
+	f := Factory(cfg, s)
+	f.DecodeHeaders(newHeaders(), true)
+	f.OnLog(newHeaders(), nil, newHeaders(), nil) // must not panic
+	if telemetry.Self.Counter("leanmesh_panics_total", "callback", "OnLog").Load() != before+1 {
+		t.Fatal("panic not counted")
+	}
+	s.panicOn = "xds.node"
+	cfg2 := newConfig(t, `{"direction":"outbound"}`)
+	if st := Factory(cfg2, s).DecodeHeaders(newHeaders(), true); st != api.Continue {
+		t.Fatalf("a panic must let the request continue, got %v", st)
+	}
+}
+
+func TestGRPCMessagesAndStatus(t *testing.T) {
+	w := newWorld(t)
+	cfg := newConfig(t, `{"direction":"outbound"}`)
+	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, "")
+	f := Factory(cfg, s)
+	req := newHeaders("content-type", "application/grpc+proto", ":authority", "reviews:9080")
+	f.DecodeHeaders(req, false)
+	// Two messages in one chunk, a third split across chunks.
+	f.DecodeData(buf(frame(3), frame(0), frame(10)[:7]), false)
+	f.DecodeData(buf(frame(10)[7:]), true)
+	resp := newHeaders(":status", "200", "content-type", "application/grpc")
+	f.EncodeHeaders(resp, false)
+	f.EncodeData(buf(frame(2)), false)
+	tr := newHeaders("grpc-status", "7")
+	f.EncodeTrailers(tr)
+	f.OnLog(req, nil, resp, tr)
+	fams := scrape(t, cfg.Registry())
+	ls, _ := onlySeries(t, fams, "istio_requests_total")
+	if ls["request_protocol"] != "grpc" || ls["grpc_response_status"] != "7" {
+		t.Errorf("protocol %q status %q", ls["request_protocol"], ls["grpc_response_status"])
+	}
+	if _, v := onlySeries(t, fams, "istio_request_messages_total"); v != 3 {
+		t.Errorf("request messages = %v, want 3", v)
+	}
+	if _, v := onlySeries(t, fams, "istio_response_messages_total"); v != 1 {
+		t.Errorf("response messages = %v, want 1", v)
+	}
+}
+
+func frame(n int) []byte {
+	b := []byte{0, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+	return append(b, make([]byte, n)...)
+}
+
+type bufferInstance struct {
+	api.BufferInstance
+	b []byte
+}
+
+func (b *bufferInstance) Bytes() []byte { return b.b }
+func (b *bufferInstance) Len() int      { return len(b.b) }
+
+func buf(parts ...[]byte) api.BufferInstance {
+	return &bufferInstance{b: bytes.Join(parts, nil)}
+}
+
+func TestResponseFlagsAndEndpointFallback(t *testing.T) {
+	w := newWorld(t)
+	cfg := newConfig(t, `{"direction":"outbound"}`)
+	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, "")
+	s.code = 503
+	s.props["response.flags"] = fmt.Sprint(1<<5 | 1<<15) // UF, URX
+	hm, _ := structpb.NewStruct(map[string]interface{}{"workload": "ratings-v1;prod;ratings;v1;Kubernetes"})
+	b, _ := proto.Marshal(&corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": hm}})
+	s.props["xds.upstream_host_metadata"] = string(b)
+	run(Factory(cfg, s), newHeaders(":authority", "reviews:9080"), newHeaders(":status", "503"), nil)
+	ls, _ := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total")
+	for k, v := range map[string]string{"response_flags": "UF,URX", "response_code": "503", "destination_workload": "ratings-v1",
+		"destination_workload_namespace": "default", // the SPIFFE SAN's namespace wins over the endpoint's "prod"
+		"destination_canonical_service":  "ratings", "destination_app": "unknown",
+		"destination_service": "reviews:9080"} { // no cluster metadata: Host header fallback
+		if ls[k] != v {
+			t.Errorf("%s = %q, want %q", k, ls[k], v)
+		}
+	}
+}
+
+func TestScrapeEndpoint(t *testing.T) {
+	w := newWorld(t)
+	stats := newConfig(t, `{"direction":"outbound"}`)
+	run(Factory(stats, outboundStream(t, w, "outbound|9080||"+reviewsHost, "")), newHeaders(":authority", "reviews:9080"), newHeaders(), nil)
+	scr := newConfig(t, `{"exposition":{"enabled":true}}`)
+	s := &stream{}
+	if st := Factory(scr, s).DecodeHeaders(newHeaders(":path", "/stats/prometheus?x=1"), true); st != api.LocalReply {
+		t.Fatalf("status %v", st)
+	}
+	if s.localReply == nil || s.localReply.code != 200 || s.localReply.headers["content-type"][0] != telemetry.ContentType {
+		t.Fatalf("reply %+v", s.localReply)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(s.localReply.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fams["istio_requests_total"] == nil || fams["istio_build"] == nil {
+		t.Fatalf("families: %v", fams)
+	}
+	s2 := &stream{}
+	Factory(scr, s2).DecodeHeaders(newHeaders(":path", "/other"), true)
+	if s2.localReply == nil || s2.localReply.code != 404 {
+		t.Fatalf("other path: %+v", s2.localReply)
+	}
+}
+
+func TestCustomDimensions(t *testing.T) {
+	w := newWorld(t)
+	cfg := newConfig(t, `{"direction":"outbound","metrics":[{"name":"requests_total","dimensions":{"user":"request.headers['x-user']","port":"string(destination.port)","team":"'payments'"},"tags_to_remove":["source_principal"]}]}`)
+	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, "")
+	s.props["destination.port"] = "9080"
+	run(Factory(cfg, s), newHeaders(":authority", "reviews:9080", "x-user", "alice"), newHeaders(), nil)
+	ls, _ := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total")
+	if ls["user"] != "alice" || ls["port"] != "9080" || ls["team"] != "payments" {
+		t.Errorf("dimensions %v", ls)
+	}
+	if _, ok := ls["source_principal"]; ok {
+		t.Error("source_principal should be removed")
+	}
+}
+
+func TestParserRejectsBadConfig(t *testing.T) {
+	v, _ := structpb.NewStruct(map[string]interface{}{"direction": "up"})
+	a, _ := anyOf(v)
+	if _, err := (Parser{}).Parse(a, nil); err == nil || !strings.Contains(err.Error(), "direction") {
+		t.Fatalf("err = %v", err)
+	}
+}

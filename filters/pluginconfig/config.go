@@ -1,0 +1,243 @@
+// Package pluginconfig parses the plugin_config of leanmesh's filters. It is
+// pure Go so that the controller validates every config it renders with
+// exactly the parser the filter runs: a config the filter would reject makes
+// Envoy reject the whole listener update.
+package pluginconfig
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	xdsv3 "github.com/cncf/xds/go/xds/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/leanmesh/leanmesh/filters/telemetry"
+)
+
+// Direction is where the filter sits.
+type Direction string
+
+const (
+	Inbound  Direction = "inbound"  // server sidecar, reporter="destination"
+	Outbound Direction = "outbound" // client sidecar, reporter="source"
+	Gateway  Direction = "gateway"  // ingress/egress gateway: outbound toward the mesh, reporter="source"
+)
+
+// MXSendPolicy says toward which upstreams the client side sends its
+// metadata-exchange headers.
+type MXSendPolicy string
+
+const (
+	// SendInMesh (default) sends only to outbound clusters of mesh services:
+	// never to PassthroughCluster, BlackHoleCluster or clusters marked
+	// external or istio.disable_mx.
+	SendInMesh MXSendPolicy = "in_mesh"
+	// SendAll is Istio 1.29's default: everything except istio.disable_mx.
+	SendAll MXSendPolicy = "all"
+)
+
+// Config is the parsed plugin_config. JSON field names are the config's
+// vocabulary (snake_case, as Istio's stats.PluginConfig).
+type Config struct {
+	Direction Direction `json:"direction"`
+	// DisableHostHeaderFallback: nil means Istio's default, true for inbound
+	// and gateways, false for outbound.
+	DisableHostHeaderFallback *bool            `json:"disable_host_header_fallback,omitempty"`
+	HistogramBuckets          []float64        `json:"histogram_buckets,omitempty"`
+	MaxSeries                 int              `json:"max_series,omitempty"`
+	Metrics                   []MetricOverride `json:"metrics,omitempty"`
+	MetadataExchange          MetadataExchange `json:"metadata_exchange"`
+	GRPCMessageCounts         *bool            `json:"grpc_message_counts,omitempty"`
+	Exposition                Exposition       `json:"exposition"`
+	TCPReportingDuration      string           `json:"tcp_reporting_duration,omitempty"` // e.g. "5s"
+	IstioVersion              string           `json:"istio_version,omitempty"`
+}
+
+// MetricOverride mirrors stats.PluginConfig's metrics entries.
+type MetricOverride struct {
+	Name         string            `json:"name,omitempty"`
+	Drop         bool              `json:"drop,omitempty"`
+	TagsToRemove []string          `json:"tags_to_remove,omitempty"`
+	Dimensions   map[string]string `json:"dimensions,omitempty"`
+}
+
+// MetadataExchange configures the in-filter MX.
+type MetadataExchange struct {
+	Disabled bool `json:"disabled,omitempty"`
+	// SendTo: "in_mesh" (default) or "all".
+	SendTo MXSendPolicy `json:"send_to,omitempty"`
+	// PeerCacheSize bounds each worker's peer cache (default 500, as Istio).
+	PeerCacheSize int `json:"peer_cache_size,omitempty"`
+}
+
+// Exposition configures scrape answering: a config with Enabled answers
+// requests for Path on its listener with the Prometheus text of the
+// process-wide registry, and records no telemetry itself.
+type Exposition struct {
+	Enabled bool   `json:"enabled,omitempty"`
+	Path    string `json:"path,omitempty"`
+}
+
+// Defaults.
+const (
+	DefaultPeerCacheSize        = 500
+	DefaultExpositionPath       = "/stats/prometheus"
+	DefaultTCPReportingDuration = 5 * time.Second
+	MaxPeerCacheSize            = 100000
+)
+
+// Compiled is a validated Config with derived values.
+type Compiled struct {
+	Config
+	Reporter                  telemetry.Reporter
+	DisableHostHeaderFallback bool
+	GRPCMessageCounts         bool
+	TCPReporting              time.Duration
+	Overrides                 *telemetry.Overrides
+	Dimensions                []Attribute // one per Overrides.Expressions entry
+}
+
+// FromAny parses an xds.type.v3.TypedStruct (or a bare google.protobuf.Struct)
+// as Envoy hands plugin_config to the filter.
+func FromAny(a *anypb.Any) (*Compiled, error) {
+	if a == nil {
+		return nil, fmt.Errorf("plugin_config: missing")
+	}
+	var s *structpb.Struct
+	switch a.GetTypeUrl() {
+	case "type.googleapis.com/xds.type.v3.TypedStruct", "type.googleapis.com/udpa.type.v1.TypedStruct":
+		ts := &xdsv3.TypedStruct{}
+		if err := a.UnmarshalTo(ts); err != nil {
+			// udpa's TypedStruct has the same wire shape.
+			return nil, fmt.Errorf("plugin_config: not a TypedStruct: %v", err)
+		}
+		s = ts.GetValue()
+	case "type.googleapis.com/google.protobuf.Struct":
+		s = &structpb.Struct{}
+		if err := a.UnmarshalTo(s); err != nil {
+			return nil, fmt.Errorf("plugin_config: not a Struct: %v", err)
+		}
+	default:
+		return nil, fmt.Errorf("plugin_config: unsupported type %q (want xds.type.v3.TypedStruct)", a.GetTypeUrl())
+	}
+	return FromStruct(s)
+}
+
+// FromStruct parses the TypedStruct's value.
+func FromStruct(s *structpb.Struct) (*Compiled, error) {
+	if s == nil {
+		s = &structpb.Struct{}
+	}
+	b, err := s.MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("plugin_config: %v", err)
+	}
+	return FromJSON(b)
+}
+
+// FromJSON parses and validates; unknown fields are errors naming the field.
+func FromJSON(b []byte) (*Compiled, error) {
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("plugin_config: %s", cleanJSONError(err))
+	}
+	return Compile(c)
+}
+
+func cleanJSONError(err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "json: ")
+	if ute, ok := err.(*json.UnmarshalTypeError); ok {
+		return fmt.Sprintf("field %q: want %s, got %s", ute.Field, ute.Type, ute.Value)
+	}
+	return msg
+}
+
+// Compile validates c and derives the runtime values.
+func Compile(c Config) (*Compiled, error) {
+	out := &Compiled{Config: c}
+	switch c.Direction {
+	case Outbound:
+		out.Reporter = telemetry.ReporterSource
+	case Gateway:
+		out.Reporter = telemetry.ReporterSource
+		out.DisableHostHeaderFallback = true
+	case Inbound:
+		out.Reporter = telemetry.ReporterDestination
+		out.DisableHostHeaderFallback = true
+	case "":
+		if !c.Exposition.Enabled {
+			return nil, fmt.Errorf("plugin_config: field \"direction\" is required (inbound, outbound or gateway)")
+		}
+	default:
+		return nil, fmt.Errorf("plugin_config: field \"direction\": %q is not inbound, outbound or gateway", c.Direction)
+	}
+	if c.DisableHostHeaderFallback != nil {
+		out.DisableHostHeaderFallback = *c.DisableHostHeaderFallback
+	}
+	out.GRPCMessageCounts = c.GRPCMessageCounts == nil || *c.GRPCMessageCounts
+	for i, b := range c.HistogramBuckets {
+		if !(b > 0) {
+			return nil, fmt.Errorf("plugin_config: field \"histogram_buckets[%d]\": bound %v must be > 0", i, b)
+		}
+		if i > 0 && b <= c.HistogramBuckets[i-1] {
+			return nil, fmt.Errorf("plugin_config: field \"histogram_buckets[%d]\": bounds must increase", i)
+		}
+	}
+	if len(c.HistogramBuckets) > 64 {
+		return nil, fmt.Errorf("plugin_config: field \"histogram_buckets\": at most 64 bounds")
+	}
+	if c.MaxSeries < 0 {
+		return nil, fmt.Errorf("plugin_config: field \"max_series\": must be >= 0")
+	}
+	switch c.MetadataExchange.SendTo {
+	case "":
+		out.MetadataExchange.SendTo = SendInMesh
+	case SendInMesh, SendAll:
+	default:
+		return nil, fmt.Errorf("plugin_config: field \"metadata_exchange.send_to\": %q is not in_mesh or all", c.MetadataExchange.SendTo)
+	}
+	switch n := c.MetadataExchange.PeerCacheSize; {
+	case n == 0:
+		out.MetadataExchange.PeerCacheSize = DefaultPeerCacheSize
+	case n < 0 || n > MaxPeerCacheSize:
+		return nil, fmt.Errorf("plugin_config: field \"metadata_exchange.peer_cache_size\": %d outside 1..%d", n, MaxPeerCacheSize)
+	}
+	if c.Exposition.Enabled && c.Exposition.Path == "" {
+		out.Exposition.Path = DefaultExpositionPath
+	}
+	if c.Exposition.Path != "" && !strings.HasPrefix(c.Exposition.Path, "/") {
+		return nil, fmt.Errorf("plugin_config: field \"exposition.path\": %q must start with /", c.Exposition.Path)
+	}
+	out.TCPReporting = DefaultTCPReportingDuration
+	if c.TCPReportingDuration != "" {
+		d, err := time.ParseDuration(c.TCPReportingDuration)
+		if err != nil || d < 100*time.Millisecond {
+			return nil, fmt.Errorf("plugin_config: field \"tcp_reporting_duration\": %q is not a duration of at least 100ms", c.TCPReportingDuration)
+		}
+		out.TCPReporting = d
+	}
+	mos := make([]telemetry.MetricOverride, len(c.Metrics))
+	for i, m := range c.Metrics {
+		mos[i] = telemetry.MetricOverride{Name: m.Name, Drop: m.Drop, TagsToRemove: m.TagsToRemove, Dimensions: m.Dimensions}
+	}
+	ov, err := telemetry.CompileOverrides(mos)
+	if err != nil {
+		return nil, fmt.Errorf("plugin_config: field %s", err)
+	}
+	out.Overrides = ov
+	for _, expr := range ov.Expressions {
+		a, err := ParseAttribute(expr)
+		if err != nil {
+			return nil, fmt.Errorf("plugin_config: field \"metrics[].dimensions\": %v", err)
+		}
+		out.Dimensions = append(out.Dimensions, a)
+	}
+	return out, nil
+}

@@ -1,0 +1,102 @@
+package telemetry
+
+import "strconv"
+
+// Key holds the inputs of Istio's label rules for one request or connection.
+// It is comparable and built from interned pointers and strings the filter
+// already holds, so resolving it to a series is one map lookup that does not
+// allocate. Label values are derived from it (Values) only when a series is
+// created.
+type Key struct {
+	Reporter Reporter
+	Local    *Peer // the proxy's own identity (never nil in practice)
+	Peer     *Peer // nil when nothing is known about the peer
+	Service  Service
+	// PeerPrincipal and LocalPrincipal are the first URI SANs of the peer's and
+	// the local certificate on the connection; principals never come from
+	// metadata exchange.
+	PeerPrincipal  string
+	LocalPrincipal string
+	Protocol       Protocol
+	ResponseCode   uint16
+	GRPCStatus     string // "" unless gRPC with a status
+	ResponseFlags  string // Envoy short form, "-" when none
+	// Extra holds custom dimension values (config overrides) joined by '\x00',
+	// in the order of Overrides.Expressions.
+	Extra string
+}
+
+// Values applies Istio's label value rules (istio/proxy istio_stats.cc,
+// populatePeerInfo and log) to k, returning the 25 standard values.
+func (k *Key) Values() [NumLabels]string {
+	var v [NumLabels]string
+	local := k.Local
+	if local == nil {
+		local = &Peer{}
+	}
+	peer := k.Peer
+	hasPeer := peer != nil
+	if !hasPeer {
+		peer = &Peer{}
+	}
+	peerNS := NamespaceFromPrincipal(k.PeerPrincipal)
+	if peerNS == "" {
+		peerNS = peer.Namespace
+	}
+	v[LReporter] = k.Reporter.String()
+	switch k.Reporter {
+	case ReporterDestination:
+		v[LSourceWorkload] = orUnknown(peer.Workload)
+		v[LSourceCanonicalService] = orUnknown(peer.CanonicalService)
+		v[LSourceCanonicalRevision] = or(peer.CanonicalRevision, latest)
+		v[LSourceWorkloadNamespace] = orUnknown(peerNS)
+		v[LSourcePrincipal] = orUnknown(k.PeerPrincipal)
+		v[LSourceApp] = orUnknown(peer.App)
+		v[LSourceVersion] = orUnknown(peer.Version)
+		v[LSourceCluster] = orUnknown(peer.Cluster)
+		// The local side has no defaults: the injector supplies its labels.
+		v[LDestinationWorkload] = local.Workload
+		v[LDestinationWorkloadNamespace] = local.Namespace
+		v[LDestinationPrincipal] = orUnknown(k.LocalPrincipal)
+		v[LDestinationApp] = local.App
+		v[LDestinationVersion] = local.Version
+		v[LDestinationService] = or(k.Service.Host, local.CanonicalService)
+		v[LDestinationCanonicalService] = local.CanonicalService
+		v[LDestinationCanonicalRevision] = local.CanonicalRevision
+		v[LDestinationServiceName] = or(k.Service.Name, local.CanonicalService)
+		v[LDestinationServiceNamespace] = local.Namespace
+		v[LDestinationCluster] = local.Cluster
+		if k.PeerPrincipal != "" && k.LocalPrincipal != "" {
+			v[LConnectionSecurityPolicy] = "mutual_tls"
+		} else {
+			v[LConnectionSecurityPolicy] = "none"
+		}
+	default:
+		v[LSourceWorkload] = local.Workload
+		v[LSourceCanonicalService] = local.CanonicalService
+		v[LSourceCanonicalRevision] = local.CanonicalRevision
+		v[LSourceWorkloadNamespace] = local.Namespace
+		v[LSourcePrincipal] = orUnknown(k.LocalPrincipal)
+		v[LSourceApp] = local.App
+		v[LSourceVersion] = local.Version
+		v[LSourceCluster] = local.Cluster
+		v[LDestinationWorkload] = orUnknown(peer.Workload)
+		v[LDestinationWorkloadNamespace] = orUnknown(peerNS)
+		v[LDestinationPrincipal] = orUnknown(k.PeerPrincipal)
+		v[LDestinationApp] = orUnknown(peer.App)
+		v[LDestinationVersion] = orUnknown(peer.Version)
+		v[LDestinationService] = orUnknown(k.Service.Host)
+		v[LDestinationCanonicalService] = orUnknown(peer.CanonicalService)
+		v[LDestinationCanonicalRevision] = or(peer.CanonicalRevision, latest)
+		v[LDestinationServiceName] = orUnknown(k.Service.Name)
+		v[LDestinationServiceNamespace] = orUnknown(peerNS)
+		v[LDestinationCluster] = orUnknown(peer.Cluster)
+		// A client cannot know how the server authenticated it.
+		v[LConnectionSecurityPolicy] = unknown
+	}
+	v[LRequestProtocol] = k.Protocol.String()
+	v[LResponseCode] = strconv.Itoa(int(k.ResponseCode))
+	v[LGRPCResponseStatus] = k.GRPCStatus
+	v[LResponseFlags] = or(k.ResponseFlags, "-")
+	return v
+}
