@@ -59,7 +59,8 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status a
 	}()
 	f.local = f.cfg.localIdentity(f.cb)
 	f.isGRPC = strings.HasPrefix(h.GetRaw("content-type"), "application/grpc")
-	if f.cfg.c.MetadataExchange.Disabled {
+	mode := f.cfg.c.MetadataExchange.Mode
+	if mode == pluginconfig.MXOff {
 		return api.Continue
 	}
 	switch f.cfg.c.Direction {
@@ -68,11 +69,16 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status a
 		if value != "" || id != "" {
 			f.requestMX = true
 			f.peer = f.lookupPeer(id, value)
-			// The app never sees the exchange.
-			h.Del(HeaderMX)
-			h.Del(HeaderMXID)
+			if mode == pluginconfig.MXExchange {
+				// The app never sees the exchange.
+				h.Del(HeaderMX)
+				h.Del(HeaderMXID)
+			}
 		}
 	default: // outbound and gateway: the client side toward the mesh
+		if mode == pluginconfig.MXObserve {
+			break
+		}
 		if f.sendMX() && f.local.mx != nil {
 			h.Set(HeaderMX, f.local.mx.HeaderValue)
 			h.Set(HeaderMXID, f.local.mx.ID)
@@ -141,12 +147,13 @@ func (f *filter) EncodeHeaders(h api.ResponseHeaderMap, endStream bool) (status 
 			status = api.Continue
 		}
 	}()
-	if f.cfg.c.MetadataExchange.Disabled {
+	mode := f.cfg.c.MetadataExchange.Mode
+	if mode == pluginconfig.MXOff {
 		return api.Continue
 	}
 	switch f.cfg.c.Direction {
 	case pluginconfig.Inbound:
-		if f.requestMX && f.local != nil && f.local.mx != nil {
+		if mode == pluginconfig.MXExchange && f.requestMX && f.local != nil && f.local.mx != nil {
 			h.Set(HeaderMX, f.local.mx.HeaderValue)
 			h.Set(HeaderMXID, f.local.mx.ID)
 		}
@@ -154,9 +161,11 @@ func (f *filter) EncodeHeaders(h api.ResponseHeaderMap, endStream bool) (status 
 		id, value := h.GetRaw(HeaderMXID), h.GetRaw(HeaderMX)
 		if value != "" || id != "" {
 			f.peer = f.lookupPeer(id, value)
-			// Strip before the app (or, on a gateway, the external client) sees it.
-			h.Del(HeaderMX)
-			h.Del(HeaderMXID)
+			if mode == pluginconfig.MXExchange {
+				// Strip before the app (or, on a gateway, the external client) sees it.
+				h.Del(HeaderMX)
+				h.Del(HeaderMXID)
+			}
 		}
 	}
 	return api.Continue

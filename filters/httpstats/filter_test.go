@@ -427,3 +427,56 @@ func TestParserRejectsBadConfig(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// Shadow mode: Istio's own MX filter does the exchange; leanmesh only reads.
+func TestObserveModeOnlyReads(t *testing.T) {
+	w := newWorld(t)
+	client, _ := peer.NewLocal(productpageID, w.productpage, peer.EncodeOptions{})
+	in := newConfig(t, `{"direction":"inbound","metadata_exchange":{"mode":"observe"}}`)
+	s := &stream{code: 200, hasCode: true, props: map[string]string{"xds.node": nodeBytes(t, reviewsID, w.reviews)}}
+	f := Factory(in, s)
+	req := newHeaders(HeaderMX, client.HeaderValue, HeaderMXID, client.ID)
+	f.DecodeHeaders(req, true)
+	resp := newHeaders()
+	f.EncodeHeaders(resp, true)
+	if req.m[HeaderMX] == "" || resp.m[HeaderMX] != "" {
+		t.Fatalf("observe must neither strip nor echo: req %v resp %v", req.m, resp.m)
+	}
+	f.OnLog(req, nil, resp, nil)
+	if ls, _ := onlySeries(t, scrape(t, in.Registry()), "istio_requests_total"); ls["source_workload"] != "productpage-v1" {
+		t.Fatalf("observed peer not used: %v", ls)
+	}
+
+	out := newConfig(t, `{"direction":"outbound","metadata_exchange":{"mode":"observe"}}`)
+	so := outboundStream(t, w, "outbound|9080||"+reviewsHost, clusterMeta(t, map[string]interface{}{"services": []interface{}{map[string]interface{}{"host": reviewsHost}}}))
+	fo := Factory(out, so)
+	oreq := newHeaders()
+	fo.DecodeHeaders(oreq, true)
+	if len(oreq.m) != 0 {
+		t.Fatalf("observe must not add headers: %v", oreq.m)
+	}
+	oresp := newHeaders(HeaderMX, w.reviewsMX.HeaderValue, HeaderMXID, reviewsID)
+	fo.EncodeHeaders(oresp, true)
+	if oresp.m[HeaderMX] == "" {
+		t.Fatal("observe must not strip")
+	}
+	fo.OnLog(oreq, nil, oresp, nil)
+	if ls, _ := onlySeries(t, scrape(t, out.Registry()), "istio_requests_total"); ls["destination_workload"] != "reviews-v2" {
+		t.Fatalf("observed peer not used: %v", ls)
+	}
+}
+
+func TestOffModeTouchesNothing(t *testing.T) {
+	w := newWorld(t)
+	cfg := newConfig(t, `{"direction":"inbound","metadata_exchange":{"mode":"off"}}`)
+	client, _ := peer.NewLocal(productpageID, w.productpage, peer.EncodeOptions{})
+	s := &stream{code: 200, hasCode: true, props: map[string]string{"xds.node": nodeBytes(t, reviewsID, w.reviews)}}
+	req := newHeaders(HeaderMX, client.HeaderValue, HeaderMXID, client.ID)
+	run(Factory(cfg, s), req, newHeaders(), nil)
+	if req.m[HeaderMX] == "" {
+		t.Fatal("off must not strip")
+	}
+	if ls, _ := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total"); ls["source_workload"] != "unknown" {
+		t.Fatalf("off must not read MX: %v", ls)
+	}
+}

@@ -65,9 +65,24 @@ type MetricOverride struct {
 	Dimensions   map[string]string `json:"dimensions,omitempty"`
 }
 
+// MXMode says how much of the exchange the filter does itself.
+type MXMode string
+
+const (
+	// MXExchange (default): add our headers toward the mesh, read and strip
+	// the peer's, echo on inbound responses. Istio's istio.metadata_exchange
+	// filter is removed for the workload (LeanMesh mode).
+	MXExchange MXMode = "exchange"
+	// MXObserve: only read the peer's headers; add, strip and echo nothing.
+	// Istio's own MX filter stays and does the exchange (Shadow mode).
+	MXObserve MXMode = "observe"
+	// MXOff: no exchange; peers come from endpoint metadata or are unknown.
+	MXOff MXMode = "off"
+)
+
 // MetadataExchange configures the in-filter MX.
 type MetadataExchange struct {
-	Disabled bool `json:"disabled,omitempty"`
+	Mode MXMode `json:"mode,omitempty"`
 	// SendTo: "in_mesh" (default) or "all".
 	SendTo MXSendPolicy `json:"send_to,omitempty"`
 	// PeerCacheSize bounds each worker's peer cache (default 500, as Istio).
@@ -195,6 +210,13 @@ func Compile(c Config) (*Compiled, error) {
 	}
 	if c.MaxSeries < 0 {
 		return nil, fmt.Errorf("plugin_config: field \"max_series\": must be >= 0")
+	}
+	switch c.MetadataExchange.Mode {
+	case "":
+		out.MetadataExchange.Mode = MXExchange
+	case MXExchange, MXObserve, MXOff:
+	default:
+		return nil, fmt.Errorf("plugin_config: field \"metadata_exchange.mode\": %q is not exchange, observe or off", c.MetadataExchange.Mode)
 	}
 	switch c.MetadataExchange.SendTo {
 	case "":
