@@ -6,6 +6,7 @@ package httpstats
 
 import (
 	"encoding/json"
+	"os"
 
 	"strings"
 	"sync"
@@ -52,6 +53,8 @@ type Config struct {
 	c        *pluginconfig.Compiled
 	registry *telemetry.Registry
 	local    atomic.Pointer[localState]
+	envNode  *peer.Node // the node rebuilt from the sidecar's environment
+	envErr   error
 	workers  [numWorkers]workerState
 }
 
@@ -85,6 +88,15 @@ func NewConfig(c *pluginconfig.Compiled) *Config {
 		Buckets: c.HistogramBuckets, MaxSeries: c.MaxSeries, Overrides: c.Overrides, IstioVersion: c.IstioVersion,
 	})
 	cfg := &Config{c: c, registry: reg}
+	typ := "sidecar"
+	if c.Direction == pluginconfig.Gateway {
+		typ = "router"
+	}
+	labels, err := peer.ReadPodLabels(c.LocalIdentity.PodLabelsPath)
+	if err == nil {
+		cfg.envNode, err = peer.NodeFromEnv(os.Environ(), labels, peer.EnvNodeOptions{Type: typ, ClusterDomain: c.LocalIdentity.ClusterDomain})
+	}
+	cfg.envErr = err
 	for i := range cfg.workers {
 		cfg.workers[i].peers = peer.NewCache(c.MetadataExchange.PeerCacheSize)
 	}
@@ -98,24 +110,33 @@ func (cfg *Config) Destroy() {}
 // Registry exposes the config's registry (tests, benchmarks).
 func (cfg *Config) Registry() *telemetry.Registry { return cfg.registry }
 
-// localIdentity returns the proxy's identity, reading `xds.node` once.
+// localIdentity returns the proxy's identity, resolved on the first
+// request of the config and then cached: the node Envoy exposes as
+// `xds.node` when it does (Envoy v1.39's golang filter does not), else the
+// node rebuilt from the sidecar's environment. Both are constant for the
+// process, so a failure is cached too (an empty local identity).
 func (cfg *Config) localIdentity(cb api.StreamFilterCallbacks) *localState {
 	if l := cfg.local.Load(); l != nil {
 		return l
 	}
-	raw, err := cb.GetProperty("xds.node")
-	var node *peer.Node
-	if err == nil {
-		node, err = peer.NodeFromProto([]byte(raw))
+	cfg.local.CompareAndSwap(nil, cfg.resolveLocal(cb))
+	return cfg.local.Load()
+}
+
+func (cfg *Config) resolveLocal(cb api.StreamFilterCallbacks) *localState {
+	node := cfg.envNode
+	if raw, err := cb.GetProperty("xds.node"); err == nil {
+		if n, err := peer.NodeFromProto([]byte(raw)); err == nil {
+			node = n
+		}
 	}
-	if err != nil {
-		// Record with an empty local identity and retry on a later request.
-		countOnce("node_metadata_unavailable", err)
+	if node == nil {
+		countOnce("local_identity_unavailable", cfg.envErr)
 		return &localState{peer: cfg.registry.InternPeer(telemetry.Peer{})}
 	}
 	mx, err := peer.LocalFromNode(node, peer.EncodeOptions{})
 	if err != nil {
-		countOnce("node_metadata_invalid", err)
+		countOnce("local_identity_invalid", err)
 		return &localState{peer: cfg.registry.InternPeer(telemetry.Peer{})}
 	}
 	w := mx.Workload
@@ -128,8 +149,7 @@ func (cfg *Config) localIdentity(cb api.StreamFilterCallbacks) *localState {
 			cfg.registry.SetIstioVersion(iv)
 		}
 	}
-	cfg.local.CompareAndSwap(nil, l)
-	return cfg.local.Load()
+	return l
 }
 
 // peerDims turns a cached workload into its interned label dimensions. The

@@ -3,6 +3,7 @@ package httpstats
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -479,4 +480,43 @@ func TestOffModeTouchesNothing(t *testing.T) {
 	if ls, _ := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total"); ls["source_workload"] != "unknown" {
 		t.Fatalf("off must not read MX: %v", ls)
 	}
+}
+
+// Envoy v1.39 does not expose xds.node to Go filters: the identity comes from
+// the sidecar's environment and labels file, as pilot-agent builds the node.
+func TestLocalIdentityFromEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	labels := dir + "/labels"
+	if err := os.WriteFile(labels, []byte("app=\"productpage\"\nversion=\"v1\"\nservice.istio.io/canonical-name=\"productpage\"\nservice.istio.io/canonical-revision=\"v1\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"POD_NAME": "productpage-v1-abc", "POD_NAMESPACE": "default", "INSTANCE_IP": "10.0.0.1",
+		"ISTIO_META_WORKLOAD_NAME": "productpage-v1", "ISTIO_META_CLUSTER_ID": "Kubernetes", "ISTIO_META_ISTIO_VERSION": "1.31.1"} {
+		t.Setenv(k, v)
+	}
+	cfg := newConfig(t, `{"direction":"outbound","local_identity":{"pod_labels_path":"`+labels+`"}}`)
+	w := newWorld(t)
+	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, clusterMeta(t, map[string]interface{}{"services": []interface{}{map[string]interface{}{"host": reviewsHost}}}))
+	delete(s.props, "xds.node") // as real Envoy v1.39 answers: not found
+	req := newHeaders(":authority", "reviews:9080")
+	run(Factory(cfg, s), req, newHeaders(), nil)
+	if req.m[HeaderMXID] != productpageID {
+		t.Errorf("node id from env = %q, want %q", req.m[HeaderMXID], productpageID)
+	}
+	fams := scrape(t, cfg.Registry())
+	ls, _ := onlySeries(t, fams, "istio_requests_total")
+	if ls["source_workload"] != "productpage-v1" || ls["source_app"] != "productpage" || ls["source_cluster"] != "Kubernetes" {
+		t.Errorf("local labels from env: %v", ls)
+	}
+	if ls := labelsOf(fams["istio_build"].GetMetric()[0]); ls["tag"] != "1.31.1" {
+		t.Errorf("istio_build tag %v", ls)
+	}
+}
+
+func labelsOf(m *dto.Metric) map[string]string {
+	out := map[string]string{}
+	for _, lp := range m.GetLabel() {
+		out[lp.GetName()] = lp.GetValue()
+	}
+	return out
 }

@@ -55,6 +55,15 @@ type Config struct {
 	Exposition                Exposition       `json:"exposition"`
 	TCPReportingDuration      string           `json:"tcp_reporting_duration,omitempty"` // e.g. "5s"
 	IstioVersion              string           `json:"istio_version,omitempty"`
+	LocalIdentity             LocalIdentity    `json:"local_identity"`
+}
+
+// LocalIdentity says where the proxy's own identity comes from when Envoy
+// does not expose its node to Go filters (v1.39 does not): the sidecar's
+// environment and the downward-API labels file, as pilot-agent reads them.
+type LocalIdentity struct {
+	PodLabelsPath string `json:"pod_labels_path,omitempty"` // default /etc/istio/pod/labels
+	ClusterDomain string `json:"cluster_domain,omitempty"`  // default cluster.local
 }
 
 // MetricOverride mirrors stats.PluginConfig's metrics entries.
@@ -230,6 +239,12 @@ func Compile(c Config) (*Compiled, error) {
 		out.MetadataExchange.PeerCacheSize = DefaultPeerCacheSize
 	case n < 0 || n > MaxPeerCacheSize:
 		return nil, fmt.Errorf("plugin_config: field \"metadata_exchange.peer_cache_size\": %d outside 1..%d", n, MaxPeerCacheSize)
+	}
+	if out.LocalIdentity.PodLabelsPath == "" {
+		out.LocalIdentity.PodLabelsPath = "/etc/istio/pod/labels"
+	}
+	if out.LocalIdentity.ClusterDomain == "" {
+		out.LocalIdentity.ClusterDomain = "cluster.local"
 	}
 	if c.Exposition.Enabled && c.Exposition.Path == "" {
 		out.Exposition.Path = DefaultExpositionPath
