@@ -138,3 +138,10 @@ func mustNoPanicLog(t *testing.T) {
 		}
 	}
 }
+
+// trailers mirrors the SDK's trailer maps: GetRaw reads the phase's header
+// map (Filter::getHeader uses state.headers), not the trailers; Get copies
+// the real trailers.
+type trailers struct{ *headers }
+
+func (t trailers) GetRaw(string) string { return "" }

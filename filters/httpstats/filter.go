@@ -309,10 +309,12 @@ func (f *filter) dimensions(reqHdr api.RequestHeaderMap) string {
 }
 
 // grpcStatus reads grpc-status from trailers, or from headers for a
-// trailers-only response, as Envoy's Grpc::Common::getGrpcStatus.
+// trailers-only response, as Envoy's Grpc::Common::getGrpcStatus. Trailers
+// are read with Get: the SDK's GetRaw on a trailer map reads the header map
+// of the same phase (Filter::getHeader uses state.headers), so it would miss.
 func grpcStatus(tr api.ResponseTrailerMap, h api.ResponseHeaderMap) string {
 	if tr != nil {
-		if s := tr.GetRaw("grpc-status"); s != "" {
+		if s, ok := tr.Get("grpc-status"); ok && s != "" {
 			return s
 		}
 	}

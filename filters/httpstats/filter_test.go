@@ -325,7 +325,7 @@ func TestGRPCMessagesAndStatus(t *testing.T) {
 	resp := newHeaders(":status", "200", "content-type", "application/grpc")
 	f.EncodeHeaders(resp, false)
 	f.EncodeData(buf(frame(2)), false)
-	tr := newHeaders("grpc-status", "7")
+	tr := trailers{newHeaders("grpc-status", "7")}
 	f.EncodeTrailers(tr)
 	f.OnLog(req, nil, resp, tr)
 	fams := scrape(t, cfg.Registry())

@@ -56,6 +56,7 @@ type Config struct {
 	TCPReportingDuration      string           `json:"tcp_reporting_duration,omitempty"` // e.g. "5s"
 	IstioVersion              string           `json:"istio_version,omitempty"`
 	LocalIdentity             LocalIdentity    `json:"local_identity"`
+	TCP                       TCP              `json:"tcp"` // the leanmesh-tcp network filter only (tcp.go)
 }
 
 // LocalIdentity says where the proxy's own identity comes from when Envoy
@@ -245,6 +246,9 @@ func Compile(c Config) (*Compiled, error) {
 	}
 	if out.LocalIdentity.ClusterDomain == "" {
 		out.LocalIdentity.ClusterDomain = "cluster.local"
+	}
+	if err := compileTCP(&out.TCP); err != nil {
+		return nil, err
 	}
 	if c.Exposition.Enabled && c.Exposition.Path == "" {
 		out.Exposition.Path = DefaultExpositionPath

@@ -5,12 +5,25 @@ package main
 
 import (
 	"github.com/envoyproxy/envoy/contrib/golang/filters/http/source/go/pkg/http"
+	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
 
 	"github.com/leanmesh/leanmesh/filters/httpstats"
+	"github.com/leanmesh/leanmesh/filters/tcpstats"
 )
 
 func init() {
 	http.RegisterHttpFilterFactoryAndConfigParser(httpstats.PluginName, httpstats.Factory, httpstats.Parser{})
+	network.RegisterNetworkFilterConfigFactory(tcpstats.PluginName, tcpFactory{})
+	// The SDK has one parser for all network plugins; leanmesh-tcp is ours only.
+	network.RegisterNetworkFilterConfigParser(tcpstats.Parser{})
+}
+
+// tcpFactory adapts tcpstats.Factory to the SDK's interface types, which live
+// in the cgo package tcpstats cannot import.
+type tcpFactory struct{}
+
+func (tcpFactory) CreateFactoryFromConfig(config interface{}) network.FilterFactory {
+	return tcpstats.Factory{}.CreateFactoryFromConfig(config)
 }
 
 func main() {}
