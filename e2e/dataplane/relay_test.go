@@ -160,6 +160,11 @@ func TestHTTPMutualTLSThroughTwoLibraries(t *testing.T) {
 		if d[0].GetHistogram().GetSampleSum() != wantSum {
 			t.Errorf("%s: duration sum %v, want %v", side.reporter, d[0].GetHistogram().GetSampleSum(), wantSum)
 		}
+		// The .so writes MX headers through the C API directly, never through
+		// the SDK's copying Set/Del.
+		if f := series(fams, "leanmesh_header_writer_fallback_total", nil); len(f) != 1 || f[0].GetCounter().GetValue() != 0 {
+			t.Errorf("header writer fell back to the SDK's Set/Del: %v", f)
+		}
 		if b := series(fams, "istio_build", nil); len(b) != 1 || labelsOf(b[0])["tag"] != "1.31.1" {
 			t.Errorf("istio_build %v", b)
 		}

@@ -37,13 +37,14 @@ type filter struct {
 	cfg *Config
 	cb  api.FilterCallbackHandler
 
-	local      *localState
-	peer       *telemetry.Peer // learned from MX headers
-	cluster    *clusterInfo    // outbound: the route's cluster, seen at decode time
-	isGRPC     bool
-	requestMX  bool // inbound: the request carried MX headers, so echo ours
-	reqFrames  grpcFrames
-	respFrames grpcFrames
+	local       *localState
+	peer        *telemetry.Peer // learned from MX headers
+	cluster     *clusterInfo    // outbound: the route's cluster, seen at decode time
+	clusterName string
+	isGRPC      bool
+	requestMX   bool // inbound: the request carried MX headers, so echo ours
+	reqFrames   grpcFrames
+	respFrames  grpcFrames
 }
 
 func (f *filter) worker() *workerState {
@@ -71,8 +72,8 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status a
 			f.peer = f.lookupPeer(id, value)
 			if mode == pluginconfig.MXExchange {
 				// The app never sees the exchange.
-				h.Del(HeaderMX)
-				h.Del(HeaderMXID)
+				Headers.Del(h, HeaderMX)
+				Headers.Del(h, HeaderMXID)
 			}
 		}
 	default: // outbound and gateway: the client side toward the mesh
@@ -80,13 +81,13 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status a
 			break
 		}
 		if f.sendMX() && f.local.mx != nil {
-			h.Set(HeaderMX, f.local.mx.HeaderValue)
-			h.Set(HeaderMXID, f.local.mx.ID)
+			Headers.Set(h, HeaderMX, f.local.mx.HeaderValue)
+			Headers.Set(h, HeaderMXID, f.local.mx.ID)
 		} else if h.GetRaw(HeaderMX) != "" || h.GetRaw(HeaderMXID) != "" {
 			// Never forward an app's (or an external client's) MX headers
 			// toward a non-mesh destination.
-			h.Del(HeaderMX)
-			h.Del(HeaderMXID)
+			Headers.Del(h, HeaderMX)
+			Headers.Del(h, HeaderMXID)
 		}
 	}
 	return api.Continue
@@ -97,6 +98,7 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status a
 // decoder filters run, so the cluster is known here.
 func (f *filter) sendMX() bool {
 	name, ok := f.cb.StreamInfo().UpstreamClusterName()
+	f.clusterName = name
 	if !ok || name == "" || isSpecialCluster(name) {
 		return false
 	}
@@ -154,8 +156,8 @@ func (f *filter) EncodeHeaders(h api.ResponseHeaderMap, endStream bool) (status 
 	switch f.cfg.c.Direction {
 	case pluginconfig.Inbound:
 		if mode == pluginconfig.MXExchange && f.requestMX && f.local != nil && f.local.mx != nil {
-			h.Set(HeaderMX, f.local.mx.HeaderValue)
-			h.Set(HeaderMXID, f.local.mx.ID)
+			Headers.Set(h, HeaderMX, f.local.mx.HeaderValue)
+			Headers.Set(h, HeaderMXID, f.local.mx.ID)
 		}
 	default:
 		id, value := h.GetRaw(HeaderMXID), h.GetRaw(HeaderMX)
@@ -163,8 +165,8 @@ func (f *filter) EncodeHeaders(h api.ResponseHeaderMap, endStream bool) (status 
 			f.peer = f.lookupPeer(id, value)
 			if mode == pluginconfig.MXExchange {
 				// Strip before the app (or, on a gateway, the external client) sees it.
-				h.Del(HeaderMX)
-				h.Del(HeaderMXID)
+				Headers.Del(h, HeaderMX)
+				Headers.Del(h, HeaderMXID)
 			}
 		}
 	}
@@ -211,8 +213,17 @@ func (f *filter) record(reqHdr api.RequestHeaderMap, respHdr api.ResponseHeaderM
 		k.ResponseCode = uint16(code)
 	}
 
-	clusterName, _ := info.UpstreamClusterName()
-	routeName := info.GetRouteName()
+	// Each StreamInfo/property read is a C call: read only what the label
+	// rules need. The outbound decode path already resolved the cluster.
+	clusterName := f.clusterName
+	if clusterName == "" {
+		clusterName, _ = info.UpstreamClusterName()
+	}
+	routeName := ""
+	if clusterName == "" {
+		// block_all has a direct response and no cluster.
+		routeName = info.GetRouteName()
+	}
 	ci := f.cluster
 	w.mu.Lock()
 	if ci == nil && clusterName != "" && !isSpecialCluster(clusterName) {
@@ -229,7 +240,9 @@ func (f *filter) record(reqHdr api.RequestHeaderMap, respHdr api.ResponseHeaderM
 		meta = ci.service
 	}
 	host := ""
-	if !c.DisableHostHeaderFallback && reqHdr != nil {
+	if !c.DisableHostHeaderFallback && reqHdr != nil && (meta == nil || meta.Host == "" || isSpecialCluster(clusterName)) {
+		// Cluster metadata's host wins over the Host header: read it only
+		// when it can matter.
 		host = reqHdr.GetRaw(":authority")
 	}
 	k.Service = telemetry.ResolveService(host, c.DisableHostHeaderFallback, routeName, clusterName, meta)

@@ -52,11 +52,13 @@ func (i *fakeInfo) UpstreamRemoteAddress() (string, bool) { return i.remote, tru
 
 type fakeCB struct{ info *fakeInfo }
 
-func (c *fakeCB) StreamInfo() api.StreamInfo           { return c.info }
-func (c *fakeCB) Write([]byte, bool)                   { panic("the filter must not write") }
-func (c *fakeCB) Close(api.ConnectionCloseType)        { panic("the filter must not close") }
-func (c *fakeCB) EnableHalfClose(enabled bool)         { panic("downstream") }
-func newCB(local, remote string) api.ConnectionCallback { return &fakeCB{&fakeInfo{local: local, remote: remote}} }
+func (c *fakeCB) StreamInfo() api.StreamInfo    { return c.info }
+func (c *fakeCB) Write([]byte, bool)            { panic("the filter must not write") }
+func (c *fakeCB) Close(api.ConnectionCloseType) { panic("the filter must not close") }
+func (c *fakeCB) EnableHalfClose(enabled bool)  { panic("downstream") }
+func newCB(local, remote string) api.ConnectionCallback {
+	return &fakeCB{&fakeInfo{local: local, remote: remote}}
+}
 
 var fingerprint atomic.Int64
 

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"bytes"
+	"runtime/metrics"
 	"strconv"
 
 	dto "github.com/prometheus/client_model/go"
@@ -114,6 +115,18 @@ func (r *Registry) appendFamily(buf []byte, m Metric) []byte {
 	return buf
 }
 
+var heapSample = []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+
+func liveHeap() float64 {
+	s := make([]metrics.Sample, 1)
+	copy(s, heapSample)
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return float64(s[0].Value.Uint64())
+}
+
 // leValues returns the `le="..."` label of each bucket, +Inf last.
 func (r *Registry) leValues() []string {
 	out := make([]string, 0, len(r.buckets)+1)
@@ -166,6 +179,7 @@ func appendSmallFamilies(buf []byte, regs []*Registry) []byte {
 			Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: proto.Float64(v)}}}})
 	}
 	gauge("leanmesh_series", "Series held by the registry (label sets per worker), excluding overflow.", float64(series))
+	gauge("leanmesh_go_heap_live_bytes", "Live heap of the library's Go runtime after the last GC.", liveHeap())
 	samples := Self.snapshot()
 	samples = append(samples, selfSample{selfKey{"leanmesh_series_overflow_records_total", "", ""}, overflowed})
 	var cur *dto.MetricFamily

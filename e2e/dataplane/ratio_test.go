@@ -1,0 +1,102 @@
+package dataplane
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/leanmesh/leanmesh/e2e/envoyhost"
+)
+
+type variant struct {
+	name string
+	h    *envoyhost.Host
+	req  *envoyhost.Request
+}
+
+type measurement struct{ cpu, rps []float64 }
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+// BenchmarkDataPlane runs the same outbound request, side by side in one
+// run, through (1) the host calling empty C functions (the boundary floor),
+// (2) a no-op Go filter built from the same SDK, (3) leanmesh (telemetry +
+// metadata exchange) and (4) the same metrics recorded through the SDK's own
+// metric API, with 1 and 2 worker threads, in interleaved rounds, and prints
+// the ratio table. Use -benchtime=1x: each variant runs
+// LEANMESH_BENCH_N requests (default 100,000) per round, 3 rounds.
+func BenchmarkDataPlane(b *testing.B) {
+	n := 100000
+	if v, err := strconv.Atoi(os.Getenv("LEANMESH_BENCH_N")); err == nil && v > 0 {
+		n = v
+	}
+	artifacts(b)
+	start := func(opts envoyhost.Options, plugin string) (*envoyhost.Host, uint64) {
+		opts.HostBin, opts.Workers, opts.LogLevel = art.host, 2, 4
+		h, err := envoyhost.Start(opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { h.Close() })
+		a, _ := envoyhost.TypedStruct("type.googleapis.com/x", map[string]interface{}{"direction": "outbound"})
+		if plugin != "leanmesh" {
+			a = nil
+		}
+		id, err := h.Config(plugin, a)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return h, id
+	}
+	floorH, floorC := start(envoyhost.Options{Floor: true}, "noop")
+	noopH, noopC := start(envoyhost.Options{SO: art.noop}, "noop")
+	sdkH, sdkC := start(envoyhost.Options{SO: art.sdkstats}, "sdkstats")
+	lm := startSidecar(b, productpage, 2, nil)
+	variants := []variant{
+		{"floor", floorH, steadyRequest(b, floorC)},
+		{"noop", noopH, steadyRequest(b, noopC)},
+		{"leanmesh", lm.h, steadyRequest(b, lm.outbound)},
+		{"sdkstats", sdkH, steadyRequest(b, sdkC)},
+	}
+	res := map[string]*measurement{}
+	for round := 0; round < 3; round++ {
+		for _, k := range []int{1, 2} {
+			for _, v := range variants {
+				r, err := v.h.Bench(v.req, n, k)
+				if err != nil || r.Errors != 0 || r.CAPIErrors != 0 {
+					b.Fatalf("%s k=%d: %v %+v", v.name, k, err, r)
+				}
+				key := fmt.Sprintf("%s/%d", v.name, k)
+				if res[key] == nil {
+					res[key] = &measurement{}
+				}
+				res[key].cpu = append(res[key].cpu, float64(r.CPUPerRequest().Nanoseconds()))
+				res[key].rps = append(res[key].rps, r.RequestsPerSecond())
+			}
+		}
+	}
+	cpu := func(name string, k int) float64 { return median(res[fmt.Sprintf("%s/%d", name, k)].cpu) }
+	rps := func(name string, k int) float64 { return median(res[fmt.Sprintf("%s/%d", name, k)].rps) }
+	fmt.Printf("\nleanmesh data plane, %d requests x 3 rounds per cell (medians), %s\n", n, time.Now().Format(time.RFC3339))
+	fmt.Printf("%-10s %14s %14s %14s %14s\n", "variant", "cpu ns/req k=1", "req/s k=1", "cpu ns/req k=2", "req/s k=2")
+	for _, v := range variants {
+		fmt.Printf("%-10s %14.0f %14.0f %14.0f %14.0f\n", v.name, cpu(v.name, 1), rps(v.name, 1), cpu(v.name, 2), rps(v.name, 2))
+	}
+	for _, k := range []int{1, 2} {
+		ratio := cpu("leanmesh", k) / cpu("noop", k)
+		marginal := (cpu("leanmesh", k) - cpu("noop", k)) / (cpu("sdkstats", k) - cpu("noop", k))
+		fmt.Printf("k=%d: leanmesh/noop CPU = %.2fx (target <= 1.3)   (leanmesh-noop)/(sdkstats-noop) = %.2f (target <= 0.33)\n", k, ratio, marginal)
+		b.ReportMetric(ratio, fmt.Sprintf("leanmesh/noop-cpu-k%d", k))
+		b.ReportMetric(marginal, fmt.Sprintf("marginal-vs-sdkstats-k%d", k))
+	}
+	scale := rps("leanmesh", 2) / rps("leanmesh", 1)
+	fmt.Printf("leanmesh throughput 2 workers / 1 worker = %.2fx (target >= 1.8; this machine has 2 cores shared with the host's main thread)\n", scale)
+	b.ReportMetric(scale, "leanmesh-scaling-2w/1w")
+}
