@@ -9,11 +9,13 @@ ENVOY_VERSION ?= $(shell awk '!/^\#/ && $$9=="default" {print $$2}' $(MATRIX))
 GOFLAGS_SO := -buildmode=c-shared -trimpath -ldflags "-s -w"
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all build so test unit-test vet bench clean fmt
+.PHONY: all build so test unit-test vet bench bench-filters bench-dataplane clean fmt
 
 all: build
 
-build: so
+include e2e/envoyhost/host.mk
+
+build: so bin/envoyhost
 
 so: $(BIN)/leanmesh.so
 
@@ -35,8 +37,15 @@ test: vet build
 unit-test:
 	$(GO) test -race ./filters/...
 
-bench: build
+# Benchmarks; docs/performance.md records their output.
+bench: bench-filters bench-dataplane
+
+bench-filters:
 	$(GO) test -run '^$$' -bench . -benchmem ./filters/...
+
+# Side by side through the C ABI host: floor, no-op filter, leanmesh, SDK metrics.
+bench-dataplane:
+	$(GO) test -run '^$$' -bench DataPlane -benchtime=1x -timeout 30m ./e2e/dataplane/
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
