@@ -9,13 +9,32 @@ ENVOY_VERSION ?= $(shell awk '!/^\#/ && $$9=="default" {print $$2}' $(MATRIX))
 GOFLAGS_SO := -buildmode=c-shared -trimpath -ldflags "-s -w"
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all build so test unit-test vet bench bench-filters bench-dataplane clean fmt
+.PHONY: all build so controller generate manifests test unit-test vet bench bench-filters bench-dataplane clean fmt
 
 all: build
 
 include e2e/envoyhost/host.mk
 
-build: so bin/envoyhost
+build: so controller bin/envoyhost
+
+CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+
+# Regenerates deepcopy, CRD and RBAC YAML (committed; a test checks the chart's copies).
+generate:
+	cp envoy-build/versions.tsv controller/release/versions.tsv
+	$(CONTROLLER_GEN) object paths=./controller/api/... crd:allowDangerousTypes=true \
+	  rbac:roleName=leanmesh-controller paths=./controller/install/... paths=./controller/cmd/... \
+	  output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	cp config/crd/bases/*.yaml charts/leanmesh/crds/
+
+# Plain EnvoyFilter manifests for users without the controller; a no-op on a clean tree.
+manifests:
+	$(GO) run ./controller/cmd/leanmesh render --out envoyfilters
+
+controller: $(BIN)/leanmesh
+$(BIN)/leanmesh: go.mod go.sum envoy-build/versions.tsv $(shell find controller -name '*.go' -not -name '*_test.go')
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $@ ./controller/cmd/leanmesh
 
 so: $(BIN)/leanmesh.so
 
@@ -31,7 +50,8 @@ vet:
 
 # Every test that can run on this machine. Pure packages run under -race.
 test: vet build
-	$(GO) test -race -count=1 ./filters/... 
+	$(GO) run ./controller/cmd/leanmesh render --out envoyfilters -check
+	$(GO) test -race -count=1 ./filters/...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/filters/')
 
 unit-test:

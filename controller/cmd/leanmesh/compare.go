@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/leanmesh/leanmesh/controller/compare"
+)
+
+// runCompare exits 0 on a match, 1 on a mismatch, 2 on usage or read errors.
+func runCompare(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	istio := fs.String("istio", "", "Istio's exposition: a file, - for stdin, or an http(s) URL (e.g. http://pod:15090/stats/prometheus)")
+	lean := fs.String("leanmesh", "", "leanmesh's exposition: a file, - for stdin, or an http(s) URL (e.g. http://pod:15095/stats/prometheus)")
+	rel := fs.Float64("tolerance", 0, "allowed relative difference, e.g. 0.01 for 1% (scrapes are not simultaneous)")
+	abs := fs.Float64("abs-tolerance", 0, "allowed absolute difference")
+	prefixes := fs.String("prefix", "istio_", "comma-separated family name prefixes to compare")
+	ignore := fs.String("ignore-labels", "", "comma-separated labels to drop before matching (series then summed)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *istio == "" || *lean == "" || *istio == "-" && *lean == "-" {
+		fmt.Fprintln(stderr, "leanmesh compare: need -istio and -leanmesh (at most one of them -)")
+		return 2
+	}
+	left, err := open(*istio)
+	if err != nil {
+		fmt.Fprintln(stderr, "leanmesh compare: istio:", err)
+		return 2
+	}
+	defer left.Close()
+	right, err := open(*lean)
+	if err != nil {
+		fmt.Fprintln(stderr, "leanmesh compare: leanmesh:", err)
+		return 2
+	}
+	defer right.Close()
+	rep, err := compare.Compare(left, right, compare.Options{
+		Prefixes: split(*prefixes), IgnoreLabels: split(*ignore), RelTolerance: *rel, AbsTolerance: *abs,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "leanmesh compare:", err)
+		return 2
+	}
+	rep.Write(stdout, "istio", "leanmesh")
+	if !rep.OK() {
+		return 1
+	}
+	return 0
+}
+
+func split(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func open(src string) (io.ReadCloser, error) {
+	switch {
+	case src == "-":
+		return io.NopCloser(os.Stdin), nil
+	case strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://"):
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			cancel()
+			return nil, fmt.Errorf("GET %s: %s", src, resp.Status)
+		}
+		return struct {
+			io.Reader
+			io.Closer
+		}{resp.Body, closerFunc(func() error { defer cancel(); return resp.Body.Close() })}, nil
+	default:
+		return os.Open(src)
+	}
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }

@@ -1,0 +1,44 @@
+// Command leanmesh is the control-plane side of leanmesh:
+//
+//	leanmesh controller   run the TelemetryPolicy controller (manager)
+//	leanmesh render       write the plain manifests under envoyfilters/
+//	leanmesh compare      compare Istio's and leanmesh's Prometheus output
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: leanmesh <command> [flags]
+
+commands:
+  controller   run the TelemetryPolicy controller
+  render       write plain EnvoyFilter/Telemetry manifests (make manifests)
+  compare      compare two Prometheus text expositions (Istio's vs leanmesh's)
+
+Run leanmesh <command> -h for its flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	args := os.Args[2:]
+	var code int
+	switch os.Args[1] {
+	case "controller":
+		code = runController(args)
+	case "render":
+		code = runRender(args, os.Stdout, os.Stderr)
+	case "compare":
+		code = runCompare(args, os.Stdout, os.Stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(os.Stdout, usage)
+	default:
+		fmt.Fprintf(os.Stderr, "leanmesh: unknown command %q\n\n%s", os.Args[1], usage)
+		code = 2
+	}
+	os.Exit(code)
+}

@@ -1,0 +1,66 @@
+package manifests
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	"github.com/leanmesh/leanmesh/controller/release"
+)
+
+// TestCommittedManifestsMatch fails when envoyfilters/ drifts from what the
+// renderer produces. Fix with: go run ./controller/cmd/leanmesh render --out envoyfilters
+func TestCommittedManifestsMatch(t *testing.T) {
+	files, err := Files(release.Embedded(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := "../../envoyfilters"
+	for name, want := range files {
+		got, err := os.ReadFile(filepath.Join(root, name))
+		if err != nil {
+			t.Errorf("%s: %v (run make manifests)", name, err)
+			continue
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("envoyfilters/%s differs from the renderer (run make manifests)", name)
+		}
+	}
+	// Stale files of a removed set or object.
+	var stale []string
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || filepath.Ext(p) != ".yaml" {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if _, ok := files[filepath.ToSlash(rel)]; !ok {
+			stale = append(stale, rel)
+		}
+		return nil
+	})
+	sort.Strings(stale)
+	if len(stale) > 0 {
+		t.Errorf("files no longer rendered: %v (delete them or run make manifests)", stale)
+	}
+}
+
+func TestSetsSelectDisjointPods(t *testing.T) {
+	files, err := Files(release.Embedded(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"leanmesh/envoyfilter-http.yaml", "leanmesh/envoyfilter-exposition.yaml", "leanmesh/telemetry.yaml", "shadow/envoyfilter-http.yaml", "shadow/envoyfilter-exposition.yaml"} {
+		if _, ok := files[want]; !ok {
+			t.Errorf("missing %s", want)
+		}
+	}
+	if _, ok := files["shadow/telemetry.yaml"]; ok {
+		t.Error("shadow mode must keep Istio's stats: no Telemetry")
+	}
+	if !bytes.Contains(files["shadow/envoyfilter-http.yaml"], []byte("leanmesh.io/telemetry: shadow")) ||
+		!bytes.Contains(files["leanmesh/envoyfilter-http.yaml"], []byte("leanmesh.io/telemetry: leanmesh")) {
+		t.Error("sets must select on their own mode label")
+	}
+}

@@ -1,0 +1,537 @@
+// Package render turns a TelemetryPolicy into the Istio objects that install
+// or remove leanmesh's telemetry: EnvoyFilters patching the proxies'
+// listeners and a Telemetry resource switching istio.stats off. It is pure:
+// the same input always gives the same objects, no API calls. The controller
+// applies what it returns; `leanmesh render` writes it as plain manifests.
+//
+// Placement (see docs/metadata-exchange.md):
+//   - LeanMesh: per context, REMOVE istio.metadata_exchange and INSERT_FIRST
+//     leanmesh (metadata_exchange.mode=exchange), plus a Telemetry disabling
+//     ALL_METRICS for provider prometheus, which removes istio.stats.
+//   - Shadow: Istio's MX and stats stay; leanmesh observes (mode=observe):
+//     inbound INSERT_FIRST (before Istio's MX strips the request headers),
+//     outbound and gateway INSERT_BEFORE the router (on the encode path it
+//     runs before Istio's MX strips the response headers).
+//   - Istio: nothing.
+//   - TCP: NETWORK_FILTER INSERT_BEFORE tcp_proxy.
+//   - Exposition: a LISTENER ADD on 0.0.0.0:15095 answering the scrape.
+package render
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networkingapi "istio.io/api/networking/v1alpha3"
+	telemetryapi "istio.io/api/telemetry/v1alpha1"
+	typeapi "istio.io/api/type/v1beta1"
+	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
+	"github.com/leanmesh/leanmesh/controller/release"
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+)
+
+// Labels and names shared with the install paths and the filter library.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "leanmesh"
+	LabelPolicy    = "leanmesh.io/policy"
+	// LabelPolicyNamespace disambiguates policies of the same name: a
+	// mesh-wide policy's objects live in other namespaces.
+	LabelPolicyNamespace = "leanmesh.io/policy-namespace"
+	LabelEnvoyVersion    = "leanmesh.io/envoy-version"
+	LabelRevision        = "istio.io/rev"
+
+	LibraryID          = "leanmesh"
+	DefaultLibraryPath = "/etc/leanmesh/leanmesh.so"
+	PluginHTTP         = "leanmesh"
+	PluginTCP          = "leanmesh-tcp"
+
+	ExpositionListener = "leanmesh-prometheus"
+	DefaultExposePort  = 15095
+	DefaultPriority    = 10
+
+	istioMXFilter = "istio.metadata_exchange"
+	hcmFilter     = "envoy.filters.network.http_connection_manager"
+	routerFilter  = "envoy.filters.http.router"
+	tcpProxy      = "envoy.filters.network.tcp_proxy"
+
+	httpGolangType = "type.googleapis.com/envoy.extensions.filters.http.golang.v3alpha.Config"
+	netGolangType  = "type.googleapis.com/envoy.extensions.filters.network.golang.v3alpha.Config"
+	typedStruct    = "type.googleapis.com/xds.type.v3.TypedStruct"
+)
+
+// Input is everything the renderer depends on.
+type Input struct {
+	Policy *v1alpha1.TelemetryPolicy
+	// RootNamespace is Istio's config root namespace: a policy there is
+	// mesh-wide.
+	RootNamespace string
+	Matrix        release.Matrix
+	// MeshNamespaces, for a mesh-wide policy, are the namespaces holding
+	// selected pods. Istio applies a Telemetry with a selector only to
+	// workloads of its own namespace, so each gets its own copy.
+	MeshNamespaces []string
+}
+
+// Output is the desired state for one policy.
+type Output struct {
+	// Objects are *EnvoyFilter and *Telemetry, sorted by kind, namespace, name.
+	Objects []client.Object
+	Release release.Release
+	// PodSelector is what a pod must carry to be configured: the policy's
+	// labels plus leanmesh.io/envoy-version.
+	PodSelector map[string]string
+	// Spec is the policy spec with defaults applied.
+	Spec v1alpha1.TelemetryPolicySpec
+}
+
+// Error is an invalid policy: nothing may be applied for it.
+type Error struct{ Msg string }
+
+func (e *Error) Error() string { return e.Msg }
+
+func invalid(format string, args ...any) error { return &Error{Msg: fmt.Sprintf(format, args...)} }
+
+// Defaults returns spec with the CRD's defaults applied, so objects that
+// never went through the API server (golden tests, `leanmesh render`) render
+// the same as stored ones.
+func Defaults(spec v1alpha1.TelemetryPolicySpec) v1alpha1.TelemetryPolicySpec {
+	s := *spec.DeepCopy()
+	if s.Mode == "" {
+		s.Mode = v1alpha1.ModeLeanMesh
+	}
+	if len(s.Protocols) == 0 {
+		s.Protocols = []v1alpha1.Protocol{v1alpha1.ProtocolHTTP}
+	}
+	if len(s.Contexts) == 0 {
+		s.Contexts = []v1alpha1.TrafficContext{v1alpha1.ContextInbound, v1alpha1.ContextOutbound}
+	}
+	if s.Exposition.Enabled == nil {
+		t := true
+		s.Exposition.Enabled = &t
+	}
+	if s.Exposition.Port == 0 {
+		s.Exposition.Port = DefaultExposePort
+	}
+	if s.Exposition.Path == "" {
+		s.Exposition.Path = pluginconfig.DefaultExpositionPath
+	}
+	if s.LibraryPath == "" {
+		s.LibraryPath = DefaultLibraryPath
+	}
+	if s.Priority == nil {
+		p := int32(DefaultPriority)
+		s.Priority = &p
+	}
+	return s
+}
+
+// Render computes the desired objects for in.Policy. An *Error means the
+// policy is invalid; nothing should be applied.
+func Render(in Input) (*Output, error) {
+	p := in.Policy
+	if p == nil {
+		return nil, invalid("no policy")
+	}
+	if errs := validation.IsValidLabelValue(p.Name); len(errs) > 0 {
+		return nil, invalid("policy name %q must be a valid label value (at most 63 characters): %s", p.Name, strings.Join(errs, "; "))
+	}
+	spec := Defaults(p.Spec)
+	rel, err := in.Matrix.Find(spec.IstioRelease)
+	if err != nil {
+		return nil, invalid("spec.istioRelease: %v", err)
+	}
+	if v, ok := spec.Selector.MatchLabels[LabelEnvoyVersion]; ok && v != rel.Envoy {
+		return nil, invalid("spec.selector: %s=%s contradicts Istio %s (Envoy %s)", LabelEnvoyVersion, v, rel.Istio, rel.Envoy)
+	}
+	out := &Output{Release: rel, Spec: spec, PodSelector: map[string]string{LabelEnvoyVersion: rel.Envoy}}
+	for k, v := range spec.Selector.MatchLabels {
+		out.PodSelector[k] = v
+	}
+	if spec.Mode == v1alpha1.ModeIstio {
+		// Still validated above so a later switch back cannot surprise.
+		return out, nil
+	}
+	if spec.Mode != v1alpha1.ModeLeanMesh && spec.Mode != v1alpha1.ModeShadow {
+		return nil, invalid("spec.mode: %q is not Istio, LeanMesh or Shadow", spec.Mode)
+	}
+
+	r := &renderer{in: in, spec: spec, rel: rel, selector: out.PodSelector}
+	r.proxyVersion = spec.ProxyVersion
+	if r.proxyVersion == "" {
+		r.proxyVersion = rel.ProxyVersionRegex()
+	}
+	objs, err := r.objects()
+	if err != nil {
+		return nil, err
+	}
+	out.Objects = objs
+	return out, nil
+}
+
+type renderer struct {
+	in           Input
+	spec         v1alpha1.TelemetryPolicySpec
+	rel          release.Release
+	selector     map[string]string
+	proxyVersion string
+}
+
+func (r *renderer) objects() ([]client.Object, error) {
+	var objs []client.Object
+	contexts := slices.Clone(r.spec.Contexts)
+	slices.Sort(contexts)
+	contexts = slices.Compact(contexts)
+
+	if slices.Contains(r.spec.Protocols, v1alpha1.ProtocolHTTP) {
+		var patches []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch
+		for _, c := range contexts {
+			ps, err := r.httpPatches(c)
+			if err != nil {
+				return nil, err
+			}
+			patches = append(patches, ps...)
+		}
+		objs = append(objs, r.envoyFilter("http", patches))
+	}
+	if slices.Contains(r.spec.Protocols, v1alpha1.ProtocolTCP) {
+		var patches []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch
+		for _, c := range contexts {
+			p, err := r.tcpPatch(c)
+			if err != nil {
+				return nil, err
+			}
+			patches = append(patches, p)
+		}
+		objs = append(objs, r.envoyFilter("tcp", patches))
+	}
+	if *r.spec.Exposition.Enabled {
+		ef, err := r.exposition(contexts)
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, ef)
+	}
+	if r.spec.Mode == v1alpha1.ModeLeanMesh {
+		objs = append(objs, r.telemetries()...)
+	}
+	sort.SliceStable(objs, func(i, j int) bool { return objectKey(objs[i]) < objectKey(objs[j]) })
+	return objs, nil
+}
+
+func objectKey(o client.Object) string {
+	return o.GetObjectKind().GroupVersionKind().Kind + "/" + o.GetNamespace() + "/" + o.GetName()
+}
+
+func patchContext(c v1alpha1.TrafficContext) (networkingapi.EnvoyFilter_PatchContext, pluginconfig.Direction) {
+	switch c {
+	case v1alpha1.ContextInbound:
+		return networkingapi.EnvoyFilter_SIDECAR_INBOUND, pluginconfig.Inbound
+	case v1alpha1.ContextOutbound:
+		return networkingapi.EnvoyFilter_SIDECAR_OUTBOUND, pluginconfig.Outbound
+	case v1alpha1.ContextGateway:
+		return networkingapi.EnvoyFilter_GATEWAY, pluginconfig.Gateway
+	}
+	return networkingapi.EnvoyFilter_ANY, ""
+}
+
+func (r *renderer) httpPatches(c v1alpha1.TrafficContext) ([]*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch, error) {
+	pctx, dir := patchContext(c)
+	if dir == "" {
+		return nil, invalid("spec.contexts: %q is not inbound, outbound or gateway", c)
+	}
+	mx := pluginconfig.MXExchange
+	if r.spec.Mode == v1alpha1.ModeShadow {
+		mx = pluginconfig.MXObserve
+	}
+	cfg := r.statsConfig(dir)
+	cfg.MetadataExchange = pluginconfig.MetadataExchange{Mode: mx, PeerCacheSize: int(r.spec.MetadataExchange.PeerCacheSize)}
+	if mx == pluginconfig.MXExchange {
+		// Only the exchanging side sends headers; observe mode never does.
+		cfg.MetadataExchange.SendTo = pluginconfig.MXSendPolicy(r.spec.MetadataExchange.SendTo)
+	}
+	filter, err := r.golangFilter(httpGolangType, PluginHTTP, cfg, false)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c, err)
+	}
+	hcm := &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{Name: hcmFilter}
+	switch {
+	case r.spec.Mode == v1alpha1.ModeLeanMesh:
+		return []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{
+			{
+				ApplyTo: networkingapi.EnvoyFilter_HTTP_FILTER,
+				Match: r.listenerMatch(pctx, &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{
+					Name: hcmFilter, SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: istioMXFilter},
+				}),
+				Patch: &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_REMOVE},
+			},
+			{
+				ApplyTo: networkingapi.EnvoyFilter_HTTP_FILTER,
+				Match:   r.listenerMatch(pctx, hcm),
+				Patch:   &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_INSERT_FIRST, Value: filter},
+			},
+		}, nil
+	case c == v1alpha1.ContextInbound:
+		return []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{{
+			ApplyTo: networkingapi.EnvoyFilter_HTTP_FILTER,
+			Match:   r.listenerMatch(pctx, hcm),
+			Patch:   &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_INSERT_FIRST, Value: filter},
+		}}, nil
+	default:
+		return []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{{
+			ApplyTo: networkingapi.EnvoyFilter_HTTP_FILTER,
+			Match: r.listenerMatch(pctx, &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{
+				Name: hcmFilter, SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: routerFilter},
+			}),
+			Patch: &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_INSERT_BEFORE, Value: filter},
+		}}, nil
+	}
+}
+
+func (r *renderer) tcpPatch(c v1alpha1.TrafficContext) (*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch, error) {
+	pctx, dir := patchContext(c)
+	if dir == "" {
+		return nil, invalid("spec.contexts: %q is not inbound, outbound or gateway", c)
+	}
+	cfg := r.statsConfig(dir)
+	// TCP peers come from Istio's own TCP exchange, which stays in every mode.
+	cfg.MetadataExchange = pluginconfig.MetadataExchange{Mode: pluginconfig.MXOff}
+	cfg.TCPReportingDuration = pluginconfig.DefaultTCPReportingDuration.String()
+	if d := r.spec.TCPReportingInterval; d != nil {
+		cfg.TCPReportingDuration = d.Duration.String()
+	}
+	filter, err := r.golangFilter(netGolangType, PluginTCP, cfg, true)
+	if err != nil {
+		return nil, fmt.Errorf("%s tcp: %w", c, err)
+	}
+	return &networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{
+		ApplyTo: networkingapi.EnvoyFilter_NETWORK_FILTER,
+		Match:   r.listenerMatch(pctx, &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{Name: tcpProxy}),
+		Patch:   &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_INSERT_BEFORE, Value: filter},
+	}, nil
+}
+
+// exposition adds the scrape listener: sidecars get it through
+// SIDECAR_OUTBOUND (Istio applies listener ADDs there, not in the inbound
+// context), gateways through GATEWAY.
+func (r *renderer) exposition(contexts []v1alpha1.TrafficContext) (client.Object, error) {
+	cfg := pluginconfig.Config{Exposition: pluginconfig.Exposition{Enabled: true, Path: r.spec.Exposition.Path}}
+	filter, err := r.golangFilter(httpGolangType, PluginHTTP, cfg, false)
+	if err != nil {
+		return nil, fmt.Errorf("exposition: %w", err)
+	}
+	listener, err := structpb.NewStruct(map[string]any{
+		"name": ExpositionListener,
+		"address": map[string]any{"socket_address": map[string]any{
+			"address": "0.0.0.0", "port_value": int(r.spec.Exposition.Port),
+		}},
+		"filter_chains": []any{map[string]any{"filters": []any{map[string]any{
+			"name": hcmFilter,
+			"typed_config": map[string]any{
+				"@type":       "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+				"stat_prefix": "leanmesh_prometheus",
+				"route_config": map[string]any{
+					"name": ExpositionListener,
+					"virtual_hosts": []any{map[string]any{
+						"name":    ExpositionListener,
+						"domains": []any{"*"},
+						"routes": []any{map[string]any{
+							"match":           map[string]any{"prefix": "/"},
+							"direct_response": map[string]any{"status": 404},
+						}},
+					}},
+				},
+				"http_filters": []any{
+					filter.AsMap(),
+					map[string]any{"name": routerFilter, "typed_config": map[string]any{
+						"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+					}},
+				},
+			},
+		}}}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	var ctxs []networkingapi.EnvoyFilter_PatchContext
+	for _, c := range contexts {
+		pc := networkingapi.EnvoyFilter_SIDECAR_OUTBOUND
+		if c == v1alpha1.ContextGateway {
+			pc = networkingapi.EnvoyFilter_GATEWAY
+		}
+		if !slices.Contains(ctxs, pc) {
+			ctxs = append(ctxs, pc)
+		}
+	}
+	var patches []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch
+	for _, pc := range ctxs {
+		patches = append(patches, &networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{
+			ApplyTo: networkingapi.EnvoyFilter_LISTENER,
+			Match: &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch{
+				Context: pc,
+				Proxy:   &networkingapi.EnvoyFilter_ProxyMatch{ProxyVersion: r.proxyVersion},
+			},
+			Patch: &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_ADD, Value: listener},
+		})
+	}
+	return r.envoyFilter("exposition", patches), nil
+}
+
+func (r *renderer) listenerMatch(pc networkingapi.EnvoyFilter_PatchContext, f *networkingapi.EnvoyFilter_ListenerMatch_FilterMatch) *networkingapi.EnvoyFilter_EnvoyConfigObjectMatch {
+	return &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch{
+		Context: pc,
+		Proxy:   &networkingapi.EnvoyFilter_ProxyMatch{ProxyVersion: r.proxyVersion},
+		ObjectTypes: &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch_Listener{Listener: &networkingapi.EnvoyFilter_ListenerMatch{
+			FilterChain: &networkingapi.EnvoyFilter_ListenerMatch_FilterChainMatch{Filter: f},
+		}},
+	}
+}
+
+// statsConfig is the plugin_config shared by the HTTP and TCP filters.
+func (r *renderer) statsConfig(dir pluginconfig.Direction) pluginconfig.Config {
+	cfg := pluginconfig.Config{
+		Direction:         dir,
+		HistogramBuckets:  r.spec.HistogramBuckets,
+		MaxSeries:         int(r.spec.MaxSeries),
+		GRPCMessageCounts: r.spec.GRPCMessageCounts,
+		IstioVersion:      r.rel.Istio,
+	}
+	for _, m := range r.spec.Metrics {
+		cfg.Metrics = append(cfg.Metrics, pluginconfig.MetricOverride{
+			Name: m.Name, Drop: m.Drop, TagsToRemove: m.TagsToRemove, Dimensions: m.Dimensions,
+		})
+	}
+	return cfg
+}
+
+// golangFilter builds the filter's patch value after validating its
+// plugin_config with the filter's own parser: a config the filter rejects
+// would make Envoy reject the whole listener update.
+func (r *renderer) golangFilter(typeURL, plugin string, cfg pluginconfig.Config, network bool) (*structpb.Struct, error) {
+	value, err := configValue(cfg)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(value)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := pluginconfig.FromJSON(raw); err != nil {
+		return nil, invalid("%v", err)
+	}
+	typed := map[string]any{
+		"@type":        typeURL,
+		"library_id":   LibraryID,
+		"library_path": r.spec.LibraryPath,
+		"plugin_name":  plugin,
+		"plugin_config": map[string]any{
+			"@type": typedStruct,
+			"value": value,
+		},
+	}
+	if network {
+		typed["is_terminal_filter"] = false
+	}
+	return structpb.NewStruct(map[string]any{"name": plugin, "typed_config": typed})
+}
+
+// configValue is cfg as the JSON object the filter parses, without empty
+// sub-objects (so rendered configs show only what was set).
+func configValue(cfg pluginconfig.Config) (map[string]any, error) {
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	for k, v := range m {
+		if sub, ok := v.(map[string]any); ok && len(sub) == 0 {
+			delete(m, k)
+		}
+		if s, ok := v.(string); ok && s == "" {
+			delete(m, k)
+		}
+	}
+	return m, nil
+}
+
+func (r *renderer) meta(name, namespace string) metav1.ObjectMeta {
+	labels := map[string]string{LabelManagedBy: ManagedBy, LabelPolicy: r.in.Policy.Name}
+	if r.in.Policy.Namespace != "" {
+		labels[LabelPolicyNamespace] = r.in.Policy.Namespace
+	}
+	if r.spec.IstioRevision != "" {
+		labels[LabelRevision] = r.spec.IstioRevision
+	}
+	return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels}
+}
+
+func (r *renderer) envoyFilter(suffix string, patches []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch) *networkingv1alpha3.EnvoyFilter {
+	return &networkingv1alpha3.EnvoyFilter{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.istio.io/v1alpha3", Kind: "EnvoyFilter"},
+		ObjectMeta: r.meta("leanmesh-"+r.in.Policy.Name+"-"+suffix, r.in.Policy.Namespace),
+		Spec: networkingapi.EnvoyFilter{
+			WorkloadSelector: &networkingapi.WorkloadSelector{Labels: copyLabels(r.selector)},
+			ConfigPatches:    patches,
+			Priority:         *r.spec.Priority,
+		},
+	}
+}
+
+// telemetries switches istio.stats off for the configured pods: one in the
+// policy's namespace, plus, for a mesh-wide policy, one per namespace with
+// selected pods (a Telemetry's selector only reaches its own namespace).
+func (r *renderer) telemetries() []client.Object {
+	ns := r.in.Policy.Namespace
+	out := []client.Object{r.telemetry("leanmesh-"+r.in.Policy.Name, ns)}
+	if ns != "" && ns == r.in.RootNamespace {
+		seen := map[string]bool{ns: true}
+		for _, other := range r.in.MeshNamespaces {
+			if !seen[other] {
+				seen[other] = true
+				out = append(out, r.telemetry("leanmesh-mesh-"+r.in.Policy.Name, other))
+			}
+		}
+	}
+	return out
+}
+
+func (r *renderer) telemetry(name, namespace string) *telemetryv1.Telemetry {
+	return &telemetryv1.Telemetry{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "telemetry.istio.io/v1", Kind: "Telemetry"},
+		ObjectMeta: r.meta(name, namespace),
+		Spec: telemetryapi.Telemetry{
+			Selector: &typeapi.WorkloadSelector{MatchLabels: copyLabels(r.selector)},
+			Metrics: []*telemetryapi.Metrics{{
+				Providers: []*telemetryapi.ProviderRef{{Name: "prometheus"}},
+				Overrides: []*telemetryapi.MetricsOverrides{{
+					Match: &telemetryapi.MetricSelector{
+						MetricMatch: &telemetryapi.MetricSelector_Metric{Metric: telemetryapi.MetricSelector_ALL_METRICS},
+						Mode:        telemetryapi.WorkloadMode_CLIENT_AND_SERVER,
+					},
+					Disabled: wrapperspb.Bool(true),
+				}},
+			}},
+		},
+	}
+}
+
+func copyLabels(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
