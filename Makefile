@@ -9,7 +9,7 @@ ENVOY_VERSION ?= $(shell awk '!/^\#/ && $$9=="default" {print $$2}' $(MATRIX))
 GOFLAGS_SO := -buildmode=c-shared -trimpath -ldflags "-s -w"
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all build so controller cluster-binaries generate manifests test unit-test vet bench bench-filters bench-dataplane clean fmt
+.PHONY: all build so controller demo cluster-binaries generate manifests test unit-test vet bench bench-filters bench-dataplane clean fmt
 
 all: build
 
@@ -61,6 +61,11 @@ test: vet build cluster-binaries
 
 unit-test:
 	$(GO) test -race ./filters/...
+
+# The main job: etcd + kube-apiserver + istiod on loopback, the controller, a sample mesh, two test
+# hosts loading leanmesh.so with istiod's config. Ctrl-C cleans up; `make demo DEMO_FLAGS=--once` exits.
+demo: cluster-binaries
+	$(GO) run ./e2e/demo/cmd/leanmesh-demo $(DEMO_FLAGS)
 
 # Benchmarks; docs/performance.md records their output.
 bench: bench-filters bench-dataplane

@@ -398,3 +398,12 @@ func TypedStruct(typeURL string, fields map[string]interface{}) (*anypb.Any, err
 	}
 	return anypb.New(&xdstypev3.TypedStruct{TypeUrl: typeURL, Value: v})
 }
+
+// DecodeTypedStruct returns the fields of an xds.type.v3.TypedStruct Any.
+func DecodeTypedStruct(a *anypb.Any) (map[string]interface{}, error) {
+	ts := &xdstypev3.TypedStruct{}
+	if err := a.UnmarshalTo(ts); err != nil {
+		return nil, err
+	}
+	return ts.GetValue().AsMap(), nil
+}
