@@ -70,6 +70,9 @@ func (c *conn) OnNewConnection() (st api.FilterStatus) {
 		Local:    cfg.localPeer(self),
 		Peer:     cfg.lookupPeer(c.peerAddr),
 		Protocol: telemetry.ProtocolTCP,
+		// The Go network API shows no TLS state: principals and the security
+		// policy are unknown, not "none".
+		TLSUnknown: true,
 	}
 	c.worker = keyShard(&c.key)
 	c.active = true

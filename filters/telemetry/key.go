@@ -17,10 +17,14 @@ type Key struct {
 	// metadata exchange.
 	PeerPrincipal  string
 	LocalPrincipal string
-	Protocol       Protocol
-	ResponseCode   uint16
-	GRPCStatus     string // "" unless gRPC with a status
-	ResponseFlags  string // Envoy short form, "-" when none
+	// TLSUnknown: the filter cannot see the connection's TLS state (the Go
+	// network API exposes none), so connection_security_policy is "unknown"
+	// rather than a guessed "none".
+	TLSUnknown    bool
+	Protocol      Protocol
+	ResponseCode  uint16
+	GRPCStatus    string // "" unless gRPC with a status
+	ResponseFlags string // Envoy short form, "-" when none
 	// Extra holds custom dimension values (config overrides) joined by '\x00',
 	// in the order of Overrides.Expressions.
 	Extra string
@@ -66,7 +70,9 @@ func (k *Key) Values() [NumLabels]string {
 		v[LDestinationServiceName] = or(k.Service.Name, local.CanonicalService)
 		v[LDestinationServiceNamespace] = local.Namespace
 		v[LDestinationCluster] = local.Cluster
-		if k.PeerPrincipal != "" && k.LocalPrincipal != "" {
+		if k.TLSUnknown {
+			v[LConnectionSecurityPolicy] = unknown
+		} else if k.PeerPrincipal != "" && k.LocalPrincipal != "" {
 			v[LConnectionSecurityPolicy] = "mutual_tls"
 		} else {
 			v[LConnectionSecurityPolicy] = "none"

@@ -109,6 +109,11 @@ func TestKeyValues(t *testing.T) {
 			want: map[Label]string{LSourceApp: "", LSourceVersion: "", LSourceCanonicalService: "", LSourceCluster: ""},
 		},
 		{
+			name: "server, TLS state not visible (Go network filter): unknown, not none",
+			key:  Key{Reporter: ReporterDestination, Local: peerReviews, Protocol: ProtocolTCP, TLSUnknown: true},
+			want: map[Label]string{LConnectionSecurityPolicy: "unknown", LSourcePrincipal: "unknown"},
+		},
+		{
 			name: "tcp",
 			key:  Key{Reporter: ReporterSource, Local: localProductpage, Protocol: ProtocolTCP},
 			want: map[Label]string{LRequestProtocol: "tcp"},
