@@ -91,6 +91,12 @@ var (
 // inbound, outbound and exposition filters as the controller renders them.
 func startSidecar(t testing.TB, p pod, workers int, extra map[string]interface{}) *sidecar {
 	t.Helper()
+	return startSidecarEnv(t, p, workers, extra, nil)
+}
+
+// startSidecarEnv is startSidecar with extra environment for the host.
+func startSidecarEnv(t testing.TB, p pod, workers int, extra map[string]interface{}, env []string) *sidecar {
+	t.Helper()
 	artifacts(t)
 	dir := t.TempDir()
 	labels := filepath.Join(dir, "labels")
@@ -99,7 +105,7 @@ func startSidecar(t testing.TB, p pod, workers int, extra map[string]interface{}
 	if err := os.WriteFile(labels, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h, err := envoyhost.Start(envoyhost.Options{HostBin: art.host, SO: art.leanmesh, Workers: workers, Env: p.env(), LogLevel: 3})
+	h, err := envoyhost.Start(envoyhost.Options{HostBin: art.host, SO: art.leanmesh, Workers: workers, Env: append(p.env(), env...), LogLevel: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
