@@ -9,7 +9,7 @@ ENVOY_VERSION ?= $(shell awk '!/^\#/ && $$9=="default" {print $$2}' $(MATRIX))
 GOFLAGS_SO := -buildmode=c-shared -trimpath -ldflags "-s -w"
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all build so controller demo cluster-binaries generate manifests test unit-test vet bench bench-filters bench-dataplane clean fmt
+.PHONY: all build so controller demo cluster-binaries generate manifests test unit-test vet bench bench-filters bench-dataplane bench-scale clean fmt
 
 all: build
 
@@ -68,10 +68,14 @@ demo: cluster-binaries
 	$(GO) run ./e2e/demo/cmd/leanmesh-demo $(DEMO_FLAGS)
 
 # Benchmarks; docs/performance.md records their output.
-bench: bench-filters bench-dataplane
+bench: bench-filters bench-dataplane bench-scale
 
 bench-filters:
 	$(GO) test -run '^$$' -bench . -benchmem ./filters/...
+
+# Lazy xDS against a real istiod with LEANMESH_SCALE_SERVICES services (default 1000).
+bench-scale: cluster-binaries
+	$(GO) test -run '^$$' -bench LazyXDSScale -benchtime=1x -timeout 40m ./e2e/scale/
 
 # Side by side through the C ABI host: floor, no-op filter, leanmesh, SDK metrics.
 bench-dataplane:
