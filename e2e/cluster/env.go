@@ -167,6 +167,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, retErr error) {
 			},
 		},
 	}
+	// envtest's default service range is a /24: too small for the scale
+	// benchmark's 1,000+ Services.
+	e.testEnv.ControlPlane.APIServer.Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
 	for _, d := range []string{e.testEnv.ControlPlane.Etcd.DataDir, e.testEnv.ControlPlane.APIServer.CertDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err

@@ -55,6 +55,27 @@ func short(typ string) string {
 	return "RDS"
 }
 
+// settle waits until the sidecar's resource counts and sizes stop changing
+// (EDS and RDS follow CDS and LDS), at most a minute.
+func settle(b *testing.B, sc *cluster.Sidecar) counts {
+	var last counts
+	stable := 0
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && stable < 4; {
+		c := measure(sc.Snapshot())
+		if fmt.Sprint(c.resources, c.bytes) == fmt.Sprint(last.resources, last.bytes) {
+			stable++
+		} else {
+			stable = 0
+		}
+		last = c
+		time.Sleep(500 * time.Millisecond)
+	}
+	if stable < 4 {
+		b.Logf("xDS still changing after a minute: %v", last.resources)
+	}
+	return last
+}
+
 // BenchmarkLazyXDSScale: run with -benchtime=1x (make bench-scale).
 // LEANMESH_SCALE_SERVICES sets the mesh size (default 1000).
 func BenchmarkLazyXDSScale(b *testing.B) {
@@ -104,18 +125,21 @@ func BenchmarkLazyXDSScale(b *testing.B) {
 	}
 	b.Logf("created %d services in %v", n, time.Since(start).Round(time.Millisecond))
 
-	mk := func(name, ip string) (*cluster.WorkloadObjects, *cluster.Sidecar) {
+	mk := func(name, ip string) *cluster.WorkloadObjects {
 		w, err := env.CreateWorkload(ctx, cluster.Workload{Namespace: "client", Name: name, IP: ip,
 			Labels: map[string]string{"app": name}, Ports: []cluster.Port{{Name: "http", Port: 9090}}})
 		if err != nil {
 			b.Fatal(err)
 		}
+		return w
+	}
+	connect := func(w *cluster.WorkloadObjects) *cluster.Sidecar {
 		sc, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, cluster.SidecarFor(w))
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { sc.Close() })
-		return w, sc
+		return sc
 	}
 
 	// The lazy pipeline, in process: graph + ALS server on loopback.
@@ -123,13 +147,13 @@ func BenchmarkLazyXDSScale(b *testing.B) {
 	for _, s := range svcs {
 		g.UpsertService(lazyxds.Service{Namespace: s.Namespace, Host: s.Host(), Ports: []lazyxds.Port{{Number: 8080, HTTP: true}}})
 	}
-	lazyW, lazySC := mk("lazy", "10.250.0.2")
-	_, fullSC := mk("full", "10.250.0.3")
+	lazyW := mk("lazy", "10.250.0.2")
+	fullW := mk("full", "10.250.0.3")
 	lazyKey := lazyxds.WorkloadKey{Namespace: "client", Name: "lazy"}
 	g.UpsertWorkload(lazyxds.Workload{Namespace: "client", Name: "lazy", Labels: lazyW.Workload.Labels,
 		IPs: []netip.Addr{netip.MustParseAddr(lazyW.Workload.IP)}, Lazy: true})
-	g.UpsertWorkload(lazyxds.Workload{Namespace: "client", Name: "full", Labels: map[string]string{"app": "full"},
-		IPs: []netip.Addr{netip.MustParseAddr("10.250.0.3")}})
+	g.UpsertWorkload(lazyxds.Workload{Namespace: "client", Name: "full", Labels: fullW.Workload.Labels,
+		IPs: []netip.Addr{netip.MustParseAddr(fullW.Workload.IP)}})
 	// Three dependencies learned earlier.
 	for _, i := range []int{1, 2, 3} {
 		g.Learn(lazyKey, svcs[i].Host(), time.Now())
@@ -159,6 +183,10 @@ func BenchmarkLazyXDSScale(b *testing.B) {
 		}
 	}
 	flush()
+	// The lazy proxy starts after its Sidecar exists, as a pod of a lazy
+	// workload does once the policy is in place.
+	time.Sleep(time.Second)
+	lazySC, fullSC := connect(lazyW), connect(fullW)
 
 	waitCDS := func(sc *cluster.Sidecar, cond func(int) bool) cluster.Snapshot {
 		s, err := sc.WaitFor(ctx, func(s cluster.Snapshot) bool { return cond(len(s.Types[cluster.TypeCluster].Resources)) })
@@ -167,12 +195,9 @@ func BenchmarkLazyXDSScale(b *testing.B) {
 		}
 		return s
 	}
-	fullSnap := waitCDS(fullSC, func(c int) bool { return c >= n })
-	lazySnap := waitCDS(lazySC, func(c int) bool { return c <= 20 })
-	time.Sleep(2 * time.Second) // let EDS/RDS settle
-	full, lazy := measure(fullSC.Snapshot()), measure(lazySC.Snapshot())
-	_ = fullSnap
-	_ = lazySnap
+	waitCDS(fullSC, func(c int) bool { return c >= n })
+	waitCDS(lazySC, func(c int) bool { return c > 0 })
+	full, lazy := settle(b, fullSC), settle(b, lazySC)
 
 	// Churn: change min(50, n/2) services (a label and the port) over ~5 s;
 	// count the pushes each sidecar gets.
