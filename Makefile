@@ -5,7 +5,10 @@ BIN := $(CURDIR)/bin
 # The default target release comes from the version matrix (the row marked "default").
 MATRIX := envoy-build/versions.tsv
 ISTIO_VERSION ?= $(shell awk '!/^\#/ && $$9=="default" {print $$1}' $(MATRIX))
-ENVOY_VERSION ?= $(shell awk '!/^\#/ && $$9=="default" {print $$2}' $(MATRIX))
+# $(call row,N): column N of ISTIO_VERSION's row (2 envoy, 3 sdk_module, 4 build_tag, 5 go_builder_image,
+# 7 proxyv2_image); empty when the release is not in the matrix.
+row = $(shell awk -v istio='$(ISTIO_VERSION)' '!/^\#/ && $$1==istio {print $$$(1)}' $(MATRIX))
+ENVOY_VERSION ?= $(call row,2)
 GOFLAGS_SO := -buildmode=c-shared -trimpath -ldflags "-s -w"
 TEST_TIMEOUT ?= 45m
 
@@ -21,7 +24,6 @@ CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 
 # Regenerates deepcopy, CRD and RBAC YAML (committed; a test checks the chart's copies).
 generate:
-	cp envoy-build/versions.tsv controller/release/versions.tsv
 	$(CONTROLLER_GEN) object paths=./controller/api/... crd:allowDangerousTypes=true \
 	  rbac:roleName=leanmesh-controller paths=./controller/install/... paths=./controller/cmd/... \
 	  output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
@@ -43,6 +45,50 @@ $(BIN)/leanmesh.so: go.mod go.sum $(shell find filters -name '*.go' -not -name '
 	@mkdir -p $(BIN)
 	CGO_ENABLED=1 $(GO) build $(GOFLAGS_SO) -o $@ ./filters/cmd/leanmesh
 
+# leanmesh.so for every matrix row whose SDK the module proxy serves: bin/leanmesh-envoy<envoy>.so, each
+# with its row's build tag and an alternate modfile (bin/sdk/go.<tag>.mod); bin/so-matrix.tsv lists what
+# was built or skipped and why. envoy-build's TestSoMatrix checks each file's ABI, links and glibc.
+so-matrix:
+	GO=$(GO) BIN=$(BIN) envoy-build/so-matrix.sh
+
+# Images (need Docker with BuildKit; `docker` alone is not enough without an engine). Names follow the
+# row: the proxy image per Istio release, the library images per Envoy version.
+IMAGE_REPO ?= ghcr.io/leanmesh
+LEANMESH_VERSION ?= $(shell awk '$$1=="appVersion:" {gsub(/"/,"",$$2); print $$2}' charts/leanmesh/Chart.yaml)
+PROXY_IMAGE ?= $(IMAGE_REPO)/proxyv2:$(ISTIO_VERSION)-leanmesh$(LEANMESH_VERSION)
+LIBRARY_IMAGE ?= $(IMAGE_REPO)/leanmesh-library:$(LEANMESH_VERSION)-envoy$(ENVOY_VERSION)
+LIBRARY_INIT_IMAGE ?= $(LIBRARY_IMAGE)-init
+DOCKER ?= docker
+DOCKER_BUILD = $(DOCKER) build -f envoy-build/Dockerfile \
+	--build-arg GO_BUILDER_IMAGE=$(call row,5) --build-arg PROXYV2_IMAGE=$(call row,7) \
+	--build-arg ISTIO_VERSION=$(ISTIO_VERSION) --build-arg ENVOY_VERSION=$(call row,2) \
+	--build-arg SDK_MODULE=$(call row,3) --build-arg BUILD_TAG=$(call row,4) \
+	--build-arg LEANMESH_VERSION=$(LEANMESH_VERSION)
+# Expands to nothing, or stops make with the known releases (also under make -n).
+check-row = $(if $(call row,1),,$(error ISTIO_VERSION=$(ISTIO_VERSION) is not a row of $(MATRIX); known: $(shell awk '!/^\#/ && NF>=9 {printf "%s ", $$1}' $(MATRIX))))
+
+docker-check:
+	@$(check-row)command -v $(DOCKER) >/dev/null 2>&1 || { echo "make: '$(DOCKER)' not found. Building images needs Docker (BuildKit) or DOCKER=<compatible CLI>; without it use make so-matrix and the pre-built images (docs/install.md)." >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make: '$(DOCKER) info' fails: no usable container engine here (daemon not running or not reachable). Images cannot be built on this machine; make so-matrix builds the libraries, and envoy-build's TestDockerfile checks the Dockerfile statically." >&2; exit 1; }
+
+# istio/proxyv2:<ISTIO_VERSION> + /etc/leanmesh/leanmesh.so, e.g. make image ISTIO_VERSION=1.29.2
+image: docker-check
+	$(check-row)$(DOCKER_BUILD) --target proxyv2 -t $(PROXY_IMAGE) .
+
+# The library-only image (image volumes) and its init-container variant, for stock proxyv2 sidecars.
+library-image: docker-check
+	$(check-row)$(DOCKER_BUILD) --target library -t $(LIBRARY_IMAGE) .
+	$(DOCKER_BUILD) --target library-init -t $(LIBRARY_INIT_IMAGE) .
+
+print-images:
+	@$(check-row)echo "PROXY_IMAGE=$(PROXY_IMAGE)"; echo "LIBRARY_IMAGE=$(LIBRARY_IMAGE)"; echo "LIBRARY_INIT_IMAGE=$(LIBRARY_INIT_IMAGE)"
+
+# The pod-template patch for stock sidecars: make pod-patch ISTIO_VERSION=1.31.1 MODE=imageVolume|initContainer|image
+MODE ?= imageVolume
+pod-patch:
+	@$(check-row)$(GO) run ./envoy-build/cmd/podpatch -istio $(ISTIO_VERSION) -mode $(MODE) \
+	  -image $(if $(filter image,$(MODE)),$(PROXY_IMAGE),$(if $(filter initContainer,$(MODE)),$(LIBRARY_INIT_IMAGE),$(LIBRARY_IMAGE)))
+
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
@@ -54,10 +100,10 @@ vet:
 cluster-binaries:
 	e2e/cluster/build-binaries.sh
 
-test: vet build cluster-binaries
+test: vet build so-matrix cluster-binaries
 	$(GO) run ./controller/cmd/leanmesh render --out envoyfilters -check
 	$(GO) test -race -count=1 ./filters/...
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/filters/')
+	LEANMESH_REQUIRE_SO_MATRIX=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/filters/')
 
 unit-test:
 	$(GO) test -race ./filters/...

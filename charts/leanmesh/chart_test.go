@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -37,6 +38,8 @@ var helmFuncs = template.FuncMap{
 		return v[0]
 	},
 	"fail": func(msg string) (string, error) { return "", fmt.Errorf("fail: %s", msg) },
+	"dir":  path.Dir,
+	"base": path.Base,
 }
 
 func readYAML(t *testing.T, path string) map[string]any {
@@ -122,12 +125,16 @@ func TestChartRenders(t *testing.T) {
 		kinds     string
 		err       string
 	}{
-		{name: "defaults", kinds: "ClusterRole ClusterRoleBinding Deployment Role RoleBinding Service ServiceAccount"},
+		{name: "defaults", kinds: "ClusterRole ClusterRoleBinding ConfigMap Deployment Role RoleBinding Service ServiceAccount"},
 		{name: "no leader election, no metrics service, existing SA",
 			overrides: map[string]any{"leaderElection.enabled": false, "metrics.service.enabled": false, "serviceAccount.create": false, "serviceAccount.name": "x"},
-			kinds:     "ClusterRole ClusterRoleBinding Deployment"},
-		{name: "library mount", overrides: map[string]any{"library.install": "mount"}, kinds: "ClusterRole ClusterRoleBinding Deployment Role RoleBinding Service ServiceAccount"},
+			kinds:     "ClusterRole ClusterRoleBinding ConfigMap Deployment"},
+		{name: "library mount", overrides: map[string]any{"library.install": "mount"}, kinds: "ClusterRole ClusterRoleBinding ConfigMap Deployment Role RoleBinding Service ServiceAccount"},
 		{name: "bad library install", overrides: map[string]any{"library.install": "curl"}, err: "library.install must be image or mount"},
+		{name: "bad mount method", overrides: map[string]any{"library.install": "mount", "library.mount.method": "hostPath"}, err: "library.mount.method must be imageVolume or initContainer"},
+		{name: "image volume, renamed file", overrides: map[string]any{"library.install": "mount", "library.path": "/etc/leanmesh/x.so"}, err: "must end in /leanmesh.so"},
+		{name: "image, moved library", overrides: map[string]any{"library.path": "/opt/leanmesh/leanmesh.so"}, err: "cannot move it"},
+		{name: "mount over /etc", overrides: map[string]any{"library.install": "mount", "library.path": "/etc/leanmesh.so"}, err: "must be one of its own"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

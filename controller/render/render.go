@@ -13,7 +13,9 @@
 //     outbound and gateway INSERT_BEFORE the router (on the encode path it
 //     runs before Istio's MX strips the response headers).
 //   - Istio: nothing.
-//   - TCP: NETWORK_FILTER INSERT_BEFORE tcp_proxy.
+//   - TCP: NETWORK_FILTER INSERT_BEFORE tcp_proxy, but only for an Envoy
+//     whose golang network filter does not drain the read buffer; today that
+//     is none, so a policy listing TCP is invalid (tcp.go, docs/tcp.md).
 //   - Exposition: a LISTENER ADD on 0.0.0.0:15095 answering the scrape.
 package render
 
@@ -205,6 +207,14 @@ func (r *renderer) objects() ([]client.Object, error) {
 		objs = append(objs, r.envoyFilter("http", patches))
 	}
 	if slices.Contains(r.spec.Protocols, v1alpha1.ProtocolTCP) {
+		// Refuse rather than render a filter that would swallow the
+		// connection's bytes: leanmesh must never break a proxy.
+		if GolangNetworkFilterDrainsReads(r.rel.Envoy) {
+			return nil, invalid("spec.protocols: TCP cannot be installed on Envoy %s (Istio %s): its golang network filter "+
+				"drains every read buffer after the Go filter runs (contrib/golang/filters/network/source/golang.cc, Filter::onData), "+
+				"so leanmesh-tcp before tcp_proxy would swallow all client bytes; remove TCP from spec.protocols (see docs/tcp.md)",
+				r.rel.Envoy, r.rel.Istio)
+		}
 		var patches []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch
 		for _, c := range contexts {
 			p, err := r.tcpPatch(c)

@@ -107,7 +107,7 @@ func (r *run) build() error {
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("building the controller: %w", err)
 	}
-	r.say("built %s (Envoy Go SDK %s for Istio %s), %s, %s", r.bin.so, r.rel.SDKModule, r.rel.Istio, r.bin.controller, r.bin.host)
+	r.say("built %s (Envoy Go SDK %s for Istio %s), %s, %s", r.bin.so, r.rel.SDK, r.rel.Istio, r.bin.controller, r.bin.host)
 	return nil
 }
 

@@ -97,7 +97,15 @@
  *   CONN_WRITE <conn> <end> <b64>      onWrite -> OK <status>
  *   CONN_EVENT <conn> <event>          onEvent (0 RemoteClose, 1 LocalClose,
  *                                      2 Connected) -> OK
- *   CONN_STATE <conn>                  -> OK <json> writes/closes seen
+ *   CONN_STATE <conn>                  -> OK <json> writes/closes seen, and
+ *                                      the buffer accounting: read_in /
+ *                                      write_in bytes given to onData /
+ *                                      onWrite, read_forwarded /
+ *                                      write_forwarded bytes left in the
+ *                                      buffer for the next filter. Envoy
+ *                                      v1.39.1 drains every read buffer
+ *                                      (Filter::onData), so read_forwarded
+ *                                      stays 0; onWrite does not drain.
  *   UPSTREAMS                          -> OK <json> upstream conns asked by Go
  *   UP_READY <u>, UP_FAIL <u> <reason>, UP_DATA <u> <end> <b64>,
  *   UP_EVENT <u> <event>               drive upstream connection callbacks
@@ -3962,6 +3970,10 @@ typedef struct NetFilter {
   pthread_mutex_t mu; /* Filter::mutex_ */
   SB written;         /* what the filter wrote to the downstream */
   int write_end, close_calls, last_close_type, events_seen;
+  /* buffer accounting of Filter::onData / onWrite: bytes handed to the Go
+   * filter and bytes left in the buffer afterwards for the next filter in
+   * the chain (tcp_proxy on reads, the socket on writes) */
+  uint64_t read_in, read_forwarded, write_in, write_forwarded;
   KV* fstate;
   int nfstate;
   NetWrapper* wrapper;
@@ -4326,6 +4338,19 @@ static GoUint64 net_call_data(int which, void* wrapper, const char* d, size_t n,
   }
 }
 
+/* Bytes of a len-byte read buffer left for the next read filter once the
+ * Go call returns. Mirrors golang.cc Filter::onData (v1.36.2 .. v1.39.1
+ * alike), right after envoyGoFilterOnDownstreamData:
+ *   // TODO: do not drain buffer by default
+ *   data.drain(data.length());
+ * Whatever status Go returns, nothing is left: tcp_proxy behind a Go
+ * network filter never sees a downstream byte. */
+static size_t golang_on_data_left(size_t len) {
+  size_t left = len;
+  left -= len; /* data.drain(data.length()) */
+  return left;
+}
+
 /* job for network commands: a = argv-ish */
 typedef struct NetJob {
   int op; /* 0 new, 1 data, 2 write, 3 event, 4 up ready, 5 up fail, 6 up data, 7 up event */
@@ -4349,11 +4374,15 @@ static void job_net(Job* j) {
     nj->status = L.net_on_conn(w, (GoUint64)(uintptr_t)f->plugin, f->plugin_len, f->config_id);
     break;
   }
-  case 1:
+  case 1: /* Filter::onData */
     nj->status = net_call_data(0, nj->f->wrapper, nj->d, nj->n, nj->end);
+    nj->f->read_in += nj->n;
+    nj->f->read_forwarded += golang_on_data_left(nj->n);
     break;
-  case 2:
+  case 2: /* Filter::onWrite: no drain there, the buffer goes on intact */
     nj->status = net_call_data(1, nj->f->wrapper, nj->d, nj->n, nj->end);
+    nj->f->write_in += nj->n;
+    nj->f->write_forwarded += nj->n;
     break;
   case 3:
     if (!nj->f->closed || (nj->ev != 0 && nj->ev != 1)) net_on_event(nj->f, nj->ev);
@@ -5040,8 +5069,11 @@ static void handle(char* line) {
     SB o = {0};
     sb_printf(&o, "OK {\"handle\":%d,\"closed\":%s,\"gone\":false,\"written\":", h, f->closed ? "true" : "false");
     json_b64(&o, f->written.d ? f->written.d : "", f->written.n);
-    sb_printf(&o, ",\"write_end\":%s,\"close_calls\":%d,\"last_close_type\":%d,\"filter_state\":[",
-              f->write_end ? "true" : "false", f->close_calls, f->last_close_type);
+    sb_printf(&o, ",\"write_end\":%s,\"close_calls\":%d,\"last_close_type\":%d", f->write_end ? "true" : "false",
+              f->close_calls, f->last_close_type);
+    sb_printf(&o, ",\"read_in\":%" PRIu64 ",\"read_forwarded\":%" PRIu64 ",\"write_in\":%" PRIu64
+                  ",\"write_forwarded\":%" PRIu64 ",\"filter_state\":[",
+              f->read_in, f->read_forwarded, f->write_in, f->write_forwarded);
     for (int i = 0; i < f->nfstate; i++) {
       if (i) sb_addc(&o, ',');
       sb_addc(&o, '[');

@@ -91,6 +91,16 @@ type ConnState struct {
 	CloseCalls    int         `json:"close_calls"`
 	LastCloseType int         `json:"last_close_type"`
 	FilterState   [][2]string `json:"filter_state"`
+	// Buffer accounting: bytes given to OnData / OnWrite, and bytes left in
+	// the buffer afterwards for the next filter. Envoy v1.39.1's
+	// Filter::onData drains every read buffer after the Go call
+	// (golang.cc: "TODO: do not drain buffer by default"), so ReadForwarded
+	// stays 0 and tcp_proxy behind the filter gets nothing; Filter::onWrite
+	// does not drain, so WriteForwarded == WriteIn.
+	ReadIn         uint64 `json:"read_in"`
+	ReadForwarded  uint64 `json:"read_forwarded"`
+	WriteIn        uint64 `json:"write_in"`
+	WriteForwarded uint64 `json:"write_forwarded"`
 }
 
 // State returns the connection's state.

@@ -32,10 +32,12 @@
 // upstream cluster, so an outbound connection's destination_service is
 // "unknown"; the worker id.
 //
-// WARNING (Envoy v1.39): the C++ side of the Go network filter drains every
-// read buffer after OnData (golang.cc: "TODO: do not drain buffer by
-// default"), so a Go network filter placed before tcp_proxy swallows the
-// downstream's bytes. See the report in the issue before deploying it.
+// WARNING (Envoy v1.36.2 .. v1.39.1): the C++ side of the Go network filter
+// drains every read buffer after OnData (golang.cc Filter::onData: "TODO: do
+// not drain buffer by default"), so a Go network filter placed before
+// tcp_proxy swallows the downstream's bytes. The controller refuses to
+// install this filter until Envoy has a non-draining mode (docs/tcp.md,
+// controller/render/tcp.go).
 package tcpstats
 
 import (

@@ -227,6 +227,11 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 			// NACK: the previous table stays; the server resends on its next change.
 			ack.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
 			c.fail("update_rejected", err)
+		} else {
+			// Visible in the exposition: shows an operator (and the e2e
+			// tests) that the table is being fed, not just that no error
+			// happened yet.
+			updatesApplied.Add(1)
 		}
 		if err := st.Send(ack); err != nil {
 			return progressed, err
@@ -259,6 +264,8 @@ func DecodeResponse(resp *discoveryv3.DeltaDiscoveryResponse) (Delta, error) {
 	}
 	return d, nil
 }
+
+var updatesApplied = telemetry.Self.Counter("leanmesh_workload_discovery_updates_total", "", "")
 
 // fail counts every failure and logs the first of each kind.
 func (c *Client) fail(kind string, err error) {

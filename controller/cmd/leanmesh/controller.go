@@ -22,9 +22,15 @@ import (
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/controller/install"
 	"github.com/leanmesh/leanmesh/controller/release"
+	"github.com/leanmesh/leanmesh/controller/workloadtable"
 )
 
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete,namespace=leanmesh-system
+// The workload table (--workload-table): its informers and the TokenReview
+// that authenticates each proxy's stream.
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.istio.io,resources=workloadentries,verbs=get;list;watch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 
 func runController(args []string) int {
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
@@ -39,6 +45,8 @@ func runController(args []string) int {
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	shutdown := fs.Duration("graceful-shutdown-timeout", 30*time.Second, "how long in-flight reconciles may run after SIGTERM")
+	wtFlags := workloadTableFlagSet(fs)
+	lazyFlags := addLazyXDSFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -109,6 +117,21 @@ func runController(args []string) int {
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		setupLog.Error(err, "setting up the TelemetryPolicy controller")
+		return 1
+	}
+	if wtOpts, enabled, err := wtFlags.options(); err != nil {
+		setupLog.Error(err, "workload table flags")
+		return 2
+	} else if enabled {
+		if _, err := workloadtable.Setup(mgr, wtOpts); err != nil {
+			setupLog.Error(err, "setting up the workload table")
+			return 1
+		}
+		setupLog.Info("serving the workload table", "address", wtOpts.Address, "clusterID", wtOpts.ClusterID,
+			"tls", wtOpts.TLS != nil, "workloadEntries", wtOpts.WorkloadEntries)
+	}
+	if err := setupLazyXDS(mgr, lazyFlags, *rootNS); err != nil {
+		setupLog.Error(err, "setting up the lazy-xDS loop")
 		return 1
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"flag"
+	"os"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/leanmesh/leanmesh/controller/lazyxdsctl"
+)
+
+// The lazy-xDS loop (controller/lazyxdsctl): reads workloads, services and
+// routes, writes each lazy workload's Sidecar, the redirect EnvoyFilters, the
+// lazy egress and the snapshot ConfigMap.
+//
+// +kubebuilder:rbac:groups=leanmesh.io,resources=lazyxdses,verbs=get;list;watch
+// +kubebuilder:rbac:groups=leanmesh.io,resources=lazyxdses/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=leanmesh.io,resources=lazyxdses/finalizers,verbs=update
+// +kubebuilder:rbac:groups=networking.istio.io,resources=sidecars;virtualservices;gateways,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=networking.istio.io,resources=serviceentries,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.istio.io,resources=envoyfilters,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;patch;update,namespace=leanmesh-system
+
+// lazyXDSFlags are the loop's command-line settings.
+type lazyXDSFlags struct {
+	enabled         *bool
+	alsAddr         *string
+	alsHost         *string
+	configMap       *string
+	clusterDomain   *string
+	flushInterval   *time.Duration
+	persistInterval *time.Duration
+	gracePeriod     *time.Duration
+}
+
+func addLazyXDSFlags(fs *flag.FlagSet) *lazyXDSFlags {
+	return &lazyXDSFlags{
+		enabled: fs.Bool("lazyxds", false, "run the lazy-xDS loop (needs the LazyXDS CRD and Istio's networking CRDs)"),
+		// Plaintext: the lazy egress's Envoy http_grpc access logger dials it over the mesh network.
+		alsAddr:         fs.String("lazyxds-als-address", ":15014", "address of the lazy-xDS AccessLogService (plaintext gRPC)"),
+		alsHost:         fs.String("lazyxds-als-host", "", "host the lazy egress dials for access logs (default leanmesh-controller.$POD_NAMESPACE.svc.<domain>)"),
+		configMap:       fs.String("lazyxds-configmap", lazyxdsctl.DefaultConfigMapName, "ConfigMap in the controller's namespace holding learned dependencies"),
+		clusterDomain:   fs.String("lazyxds-cluster-domain", "cluster.local", "Kubernetes cluster DNS domain (Sidecar hosts, redirect)"),
+		flushInterval:   fs.Duration("lazyxds-flush-interval", time.Second, "how often learned dependencies are written to Sidecars"),
+		persistInterval: fs.Duration("lazyxds-persist-interval", 10*time.Second, "at most how often last-seen refreshes are persisted (new dependencies are persisted before their Sidecar)"),
+		gracePeriod:     fs.Duration("lazyxds-workload-grace-period", 10*time.Minute, "how long a workload without pods keeps its dependencies"),
+	}
+}
+
+// setupLazyXDS registers the loop with the manager when enabled.
+func setupLazyXDS(mgr ctrl.Manager, f *lazyXDSFlags, rootNS string) error {
+	if !*f.enabled {
+		return nil
+	}
+	ns := os.Getenv("POD_NAMESPACE")
+	_, err := lazyxdsctl.Setup(mgr, lazyxdsctl.Options{
+		ALSAddress:          *f.alsAddr,
+		ALSHost:             *f.alsHost,
+		Namespace:           ns,
+		ConfigMapName:       *f.configMap,
+		RootNamespace:       rootNS,
+		ClusterDomain:       *f.clusterDomain,
+		FlushInterval:       *f.flushInterval,
+		PersistInterval:     *f.persistInterval,
+		WorkloadGracePeriod: *f.gracePeriod,
+		Registry:            metrics.Registry,
+		Recorder:            mgr.GetEventRecorder("leanmesh-lazyxds"),
+		Logger:              mgr.GetLogger().WithName("lazyxds"),
+	})
+	return err
+}
