@@ -36,16 +36,18 @@ type Options struct {
 }
 
 type run struct {
-	opts    Options
-	ctx     context.Context
-	env     *cluster.Env
-	istiod  *cluster.Istiod
-	rel     release.Release
-	bin     struct{ so, host, controller string }
-	ctrl    *exec.Cmd
-	proxies map[string]*proxy
-	cleanup []func()
-	step    int
+	opts     Options
+	ctx      context.Context
+	env      *cluster.Env
+	istiod   *cluster.Istiod
+	rel      release.Release
+	bin      struct{ so, host, controller string }
+	ctrl     *exec.Cmd
+	ctrlDone chan struct{}
+	alsAddr  string
+	proxies  map[string]*proxy
+	cleanup  []func()
+	step     int
 }
 
 func (r *run) say(format string, args ...any) { fmt.Fprintf(r.opts.Out, format+"\n", args...) }
@@ -74,7 +76,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 			r.cleanup[i]()
 		}
 	}()
-	steps := []func() error{r.build, r.controlPlane, r.startController, r.sampleMesh, r.install, r.telemetry, r.abSwitch}
+	steps := []func() error{r.build, r.controlPlane, r.startController, r.sampleMesh, r.install, r.telemetry, r.abSwitch, r.lazy}
 	for _, s := range steps {
 		if err := s(); err != nil {
 			return err
@@ -140,31 +142,54 @@ func (r *run) controlPlane() error {
 
 func (r *run) startController() error {
 	r.section("Run the leanmesh controller (the real binary) against that apiserver")
-	log, err := os.Create(filepath.Join(r.env.Dir, "leanmesh-controller.log"))
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	r.alsAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	return r.launchController()
+}
+
+// launchController starts the controller process; stopController kills it.
+func (r *run) launchController() error {
+	log, err := os.OpenFile(filepath.Join(r.env.Dir, "leanmesh-controller.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
 	cmd := exec.Command(r.bin.controller, "controller", "--kubeconfig", r.env.Kubeconfig,
-		"--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=text")
+		"--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=text",
+		"--lazyxds", "--lazyxds-als-address="+r.alsAddr)
+	cmd.Env = append(os.Environ(), "POD_NAMESPACE=leanmesh-system")
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	r.ctrl = cmd
-	r.cleanup = append(r.cleanup, func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		log.Close()
-	})
-	r.say("controller pid %d, log %s", cmd.Process.Pid, log.Name())
+	done := make(chan struct{})
+	go func() { cmd.Wait(); log.Close(); close(done) }()
+	r.ctrl, r.ctrlDone = cmd, done
+	r.cleanup = append(r.cleanup, func() { r.stopController(false) })
+	r.say("controller pid %d (lazy xDS on, ALS on %s), log %s", cmd.Process.Pid, r.alsAddr, log.Name())
 	return nil
+}
+
+// stopController ends the controller: gracefully, or with SIGKILL as a
+// crash would.
+func (r *run) stopController(kill bool) {
+	if r.ctrl == nil {
+		return
+	}
+	if kill {
+		r.ctrl.Process.Kill()
+	} else {
+		r.ctrl.Process.Signal(os.Interrupt)
+	}
+	select {
+	case <-r.ctrlDone:
+	case <-time.After(15 * time.Second):
+		r.ctrl.Process.Kill()
+		<-r.ctrlDone
+	}
+	r.ctrl = nil
 }
 
 var errTimeout = errors.New("timed out")
