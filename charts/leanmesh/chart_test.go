@@ -130,6 +130,10 @@ func TestChartRenders(t *testing.T) {
 			overrides: map[string]any{"leaderElection.enabled": false, "metrics.service.enabled": false, "serviceAccount.create": false, "serviceAccount.name": "x"},
 			kinds:     "ClusterRole ClusterRoleBinding ConfigMap Deployment"},
 		{name: "library mount", overrides: map[string]any{"library.install": "mount"}, kinds: "ClusterRole ClusterRoleBinding ConfigMap Deployment Role RoleBinding Service ServiceAccount"},
+		{name: "lazy xDS and workload table",
+			overrides: map[string]any{"lazyXDS.enabled": true, "workloadTable.enabled": true, "workloadTable.tlsSecret": "wt-tls"},
+			kinds:     "ClusterRole ClusterRoleBinding ConfigMap Deployment Role RoleBinding Service Service ServiceAccount"},
+		{name: "workload table without TLS", overrides: map[string]any{"workloadTable.enabled": true}, err: "workloadTable needs tlsSecret"},
 		{name: "bad library install", overrides: map[string]any{"library.install": "curl"}, err: "library.install must be image or mount"},
 		{name: "bad mount method", overrides: map[string]any{"library.install": "mount", "library.mount.method": "hostPath"}, err: "library.mount.method must be imageVolume or initContainer"},
 		{name: "image volume, renamed file", overrides: map[string]any{"library.install": "mount", "library.path": "/etc/leanmesh/x.so"}, err: "must end in /leanmesh.so"},
@@ -152,6 +156,24 @@ func TestChartRenders(t *testing.T) {
 				t.Errorf("kinds %s, want %s", got, c.kinds)
 			}
 		})
+	}
+}
+
+func TestOptionalServicesArgs(t *testing.T) {
+	docs, err := renderChart(t, map[string]any{"lazyXDS.enabled": true, "workloadTable.enabled": true, "workloadTable.plaintext": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []byte
+	for _, d := range docs {
+		b, _ := yaml.Marshal(d)
+		all = append(all, b...)
+	}
+	for _, want := range []string{"--lazyxds", "--lazyxds-als-address=:15014", "--lazyxds-als-host=leanmesh-controller.", "--workload-table-plaintext",
+		"--workload-table-address=:15013", "name: grpc-als", "name: grpc-workloads", "targetPort: grpc-als"} {
+		if !bytes.Contains(all, []byte(want)) {
+			t.Errorf("chart lacks %q", want)
+		}
 	}
 }
 
