@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,15 +20,11 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/yaml"
 
 	"github.com/leanmesh/leanmesh/controller/install"
 	"github.com/leanmesh/leanmesh/controller/lazyxds"
@@ -42,43 +37,18 @@ const (
 	controllerSA = "leanmesh-controller"
 )
 
-// grantGeneratedRBAC installs config/rbac/role.yaml, binds it to the
-// controller's service account and returns a config impersonating it, so a
-// missing RBAC marker fails these tests.
+// grantGeneratedRBAC runs the controller as a service account holding only
+// config/rbac/role.yaml, so a missing RBAC marker fails these tests.
 func grantGeneratedRBAC(t *testing.T, ctx context.Context, env *cluster.Env) *rest.Config {
 	t.Helper()
-	if err := env.CreateNamespace(ctx, controllerNS, nil); err != nil {
-		t.Fatal(err)
-	}
 	raw, err := os.ReadFile("../../config/rbac/role.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: controllerNS, Name: controllerSA}}
-	objs := []client.Object{&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: controllerNS, Name: controllerSA}}}
-	for _, doc := range strings.Split(string(raw), "\n---\n") {
-		if strings.TrimSpace(strings.Trim(doc, "-\n")) == "" {
-			continue
-		}
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
-			t.Fatal(err)
-		}
-		objs = append(objs, u)
-		ref := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: u.GetKind(), Name: u.GetName()}
-		if u.GetKind() == "ClusterRole" {
-			objs = append(objs, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: u.GetName()}, RoleRef: ref, Subjects: subject})
-		} else {
-			objs = append(objs, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: u.GetNamespace(), Name: u.GetName()}, RoleRef: ref, Subjects: subject})
-		}
+	cfg, err := env.ServiceAccountConfig(ctx, raw, controllerNS, controllerSA)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, o := range objs {
-		if err := env.Client.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatalf("creating %T %s: %v", o, o.GetName(), err)
-		}
-	}
-	cfg := rest.CopyConfig(env.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + controllerNS + ":" + controllerSA}
 	return cfg
 }
 
