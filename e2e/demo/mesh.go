@@ -50,10 +50,15 @@ func (r *run) sampleMesh() error {
 	r.section("Create a bookinfo-like mesh: Services, EndpointSlices and Pods (labelled as carrying leanmesh.so)")
 	r.proxies = map[string]*proxy{}
 	for _, w := range bookinfo {
-		w.Labels = withLabels(w.Labels, map[string]string{
+		extra := map[string]string{
 			render.LabelEnvoyVersion: r.rel.Envoy, "security.istio.io/tlsMode": "istio",
 			"service.istio.io/canonical-name": w.Labels["app"], "service.istio.io/canonical-revision": w.Labels["version"],
-		})
+		}
+		if w.Name == "ratings" {
+			// ratings' proxy does not carry the library: leanmesh must leave it alone.
+			delete(extra, render.LabelEnvoyVersion)
+		}
+		w.Labels = withLabels(w.Labels, extra)
 		objs, err := r.env.CreateWorkload(r.ctx, w)
 		if err != nil {
 			return err
@@ -62,7 +67,7 @@ func (r *run) sampleMesh() error {
 		r.proxies[w.Name] = p
 		r.say("  %-12s pod %s ip %s", w.Name, w.PodName, w.IP)
 	}
-	for _, name := range []string{"productpage", "reviews"} {
+	for _, name := range []string{"productpage", "reviews", "ratings"} {
 		p := r.proxies[name]
 		sc, err := cluster.ConnectSidecar(r.ctx, r.istiod.XDSAddr, cluster.SidecarFor(&cluster.WorkloadObjects{Workload: p.w}))
 		if err != nil {
@@ -142,6 +147,23 @@ func (r *run) install() error {
 	r.say("  productpage outbound :9080  %s", joinShort(out))
 	r.say("  reviews inbound :9080       %s", joinShort(in))
 	r.say("  reviews listeners include %s (the scrape endpoint on :15095)", render.ExpositionListener)
+
+	// The pod without the library is reported, not patched.
+	var ratingsIn []string
+	for _, ch := range r.proxies["ratings"].ads.Snapshot().HTTPFilterChains("virtualInbound") {
+		if ch.ChainName == "0.0.0.0_9080" {
+			ratingsIn = ch.HTTPFilters
+		}
+	}
+	if contains(ratingsIn, render.PluginHTTP) || !contains(ratingsIn, "istio.stats") {
+		return fmt.Errorf("ratings (no library) was patched: %v", ratingsIn)
+	}
+	p := &v1alpha1.TelemetryPolicy{}
+	if err := r.env.Client.Get(r.ctx, client.ObjectKey{Namespace: "bookinfo", Name: "bookinfo"}, p); err != nil {
+		return err
+	}
+	r.say("  ratings' proxy lacks the library: untouched (%s), reported in status.workloadsMissingLibrary: %v",
+		joinShort(ratingsIn), p.Status.WorkloadsMissingLibrary)
 	return nil
 }
 
