@@ -638,19 +638,21 @@ func TestSDKStatsMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var total, labelled, dur uint64
+	var total, labelled, bucket, sum uint64
 	for _, m := range ms {
 		switch {
 		case m.Name == "sdkstats_requests_seen":
 			total = m.Value
-		case m.Name == "istio_requests_total;code=200;flags=0;proto=HTTP/1.1;cluster=c1;mtls=false":
+		case m.Name == "istio_requests_total;code=200;flags=0;cluster=c1;peer=unknown;local=unknown":
 			labelled = m.Value
-		case strings.HasPrefix(m.Name, "istio_request_duration_milliseconds_last;code=200"):
-			dur = m.Value
+		case strings.HasPrefix(m.Name, "istio_request_duration_milliseconds_bucket;le=10;code=200"):
+			bucket = m.Value
+		case strings.HasPrefix(m.Name, "istio_request_duration_milliseconds_sum;code=200"):
+			sum = m.Value
 		}
 	}
-	if total != 3 || labelled != 3 || dur != 7 {
-		t.Errorf("metrics total=%d labelled=%d dur=%d: %+v", total, labelled, dur, ms)
+	if total != 3 || labelled != 3 || bucket != 3 || sum != 21 {
+		t.Errorf("metrics total=%d labelled=%d bucket=%d sum=%d: %+v", total, labelled, bucket, sum, ms)
 	}
 }
 
