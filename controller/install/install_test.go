@@ -3,7 +3,6 @@ package install
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -35,20 +33,9 @@ const (
 	controllerSA = "leanmesh-controller"
 )
 
-// grantGeneratedRBAC runs the controller as a service account holding only
-// config/rbac/role.yaml, so a missing RBAC marker fails these tests.
-func grantGeneratedRBAC(t *testing.T, ctx context.Context, env *cluster.Env) *rest.Config {
-	t.Helper()
-	raw, err := os.ReadFile("../../config/rbac/role.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.ServiceAccountConfig(ctx, raw, controllerNS, controllerSA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
+// generatedRBAC is controller-gen's role.yaml: tests run the controller
+// under it, so a missing RBAC marker fails them.
+const generatedRBAC = "../../config/rbac/role.yaml"
 
 // harness is a real etcd + kube-apiserver (e2e/cluster) with the
 // TelemetryPolicy CRD and the reconciler running in a manager.
@@ -71,7 +58,7 @@ func startHarness(t *testing.T) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	// The manager runs as a service account holding only the generated
 	// RBAC (config/rbac), so a missing permission fails these tests.
-	cfg := grantGeneratedRBAC(t, ctx, env)
+	cfg := env.ServiceAccountConfigT(t, ctx, generatedRBAC, controllerNS, controllerSA)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  env.Scheme,
 		Cache:                   CacheOptions(),

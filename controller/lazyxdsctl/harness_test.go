@@ -3,7 +3,6 @@ package lazyxdsctl
 import (
 	"context"
 	"net"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -37,20 +36,9 @@ const (
 	controllerSA = "leanmesh-controller"
 )
 
-// grantGeneratedRBAC runs the controller as a service account holding only
-// config/rbac/role.yaml, so a missing RBAC marker fails these tests.
-func grantGeneratedRBAC(t *testing.T, ctx context.Context, env *cluster.Env) *rest.Config {
-	t.Helper()
-	raw, err := os.ReadFile("../../config/rbac/role.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.ServiceAccountConfig(ctx, raw, controllerNS, controllerSA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
+// generatedRBAC is controller-gen's role.yaml: tests run the controller
+// under it, so a missing RBAC marker fails them.
+const generatedRBAC = "../../config/rbac/role.yaml"
 
 // controller is one run of the manager with the loop, as `leanmesh
 // controller --lazyxds` wires it (leader election, generated RBAC).

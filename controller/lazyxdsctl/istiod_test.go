@@ -25,7 +25,7 @@ func TestIstiodPushesLearnedClusterToCallerOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := grantGeneratedRBAC(t, ctx, env)
+	cfg := env.ServiceAccountConfigT(t, ctx, generatedRBAC, controllerNS, controllerSA)
 	if err := env.CreateNamespace(ctx, shop, nil); err != nil {
 		t.Fatal(err)
 	}

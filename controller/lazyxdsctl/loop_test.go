@@ -45,7 +45,7 @@ func TestLoopAgainstAPIServer(t *testing.T) {
 	start := time.Now()
 	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
 	t.Logf("control plane up in %s", time.Since(start).Round(time.Millisecond))
-	cfg := grantGeneratedRBAC(t, ctx, env)
+	cfg := env.ServiceAccountConfigT(t, ctx, generatedRBAC, controllerNS, controllerSA)
 	c := env.Client
 	for _, ns := range []string{rootNS, shop} {
 		if err := env.CreateNamespace(ctx, ns, nil); err != nil {

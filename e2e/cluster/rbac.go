@@ -3,7 +3,9 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
+	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -49,4 +51,19 @@ func (e *Env) ServiceAccountConfig(ctx context.Context, rbacYAML []byte, namespa
 	cfg := rest.CopyConfig(e.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + namespace + ":" + name}
 	return cfg, nil
+}
+
+// ServiceAccountConfigT is ServiceAccountConfig for tests, reading the RBAC
+// YAML from rbacPath and failing t on any error.
+func (e *Env) ServiceAccountConfigT(t testing.TB, ctx context.Context, rbacPath, namespace, name string) *rest.Config {
+	t.Helper()
+	raw, err := os.ReadFile(rbacPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := e.ServiceAccountConfig(ctx, raw, namespace, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
