@@ -14,7 +14,7 @@
 #   $CACHE/crds/istio-api-<ver>/customresourcedefinitions.gen.yaml
 #   $CACHE/src/<component>-<ver>/            (scratch modules)
 #
-# Usage: build-binaries.sh [all|etcd|kube-apiserver|pilot-discovery|kubectl|crds|paths]...
+# Usage: build-binaries.sh [all|etcd|tools|kube-apiserver|pilot-discovery|kubectl|crds|paths]...
 # Env:   K8S_VERSION, ISTIO_VERSION, ISTIO_API_VERSION override versions;
 #        LEANMESH_BUILD_KUBECTL=1 builds kubectl when none is installed.
 set -euo pipefail
@@ -50,12 +50,12 @@ apt_install() {
 	local sudo=""
 	[[ $(id -u) -ne 0 ]] && sudo="sudo"
 	if [[ -z "$apt_updated" ]]; then
-		log "apt-get update"
-		$sudo apt-get update -qq >&2
+		log "apt-get update (waits up to 10 min for another apt/dpkg process to release its lock)"
+		$sudo apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
 		apt_updated=1
 	fi
 	log "apt-get install $*"
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >&2
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >&2
 }
 
 build_etcd() {
@@ -66,6 +66,20 @@ build_etcd() {
 	apt_install etcd-server etcd-client
 	[[ -x /usr/bin/etcd ]] || die "etcd-server installed but /usr/bin/etcd missing"
 	log "etcd: installed ($(/usr/bin/etcd --version | head -1))"
+}
+
+# --- tools the tests run (Debian): shellcheck, Prometheus server + promtool ----
+build_tools() {
+	local missing=()
+	command -v shellcheck >/dev/null || missing+=(shellcheck)
+	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
+	if [[ ${#missing[@]} -eq 0 ]]; then
+		log "tools: present (shellcheck, $(prometheus --version 2>/dev/null | head -1))"
+		return
+	fi
+	apt_install "${missing[@]}"
+	# Debian's package enables a system service; the tests start their own servers.
+	command -v systemctl >/dev/null && systemctl disable --now prometheus >/dev/null 2>&1 || true
 }
 
 # --- kubernetes scratch module (kube-apiserver, kubectl) ----------------------
@@ -215,8 +229,9 @@ paths() {
 [[ $# -eq 0 ]] && set -- all
 for what in "$@"; do
 	case "$what" in
-	all) build_etcd; fetch_crds; build_kubectl; k8s_build kube-apiserver; build_pilot ;;
+	all) build_etcd; build_tools; fetch_crds; build_kubectl; k8s_build kube-apiserver; build_pilot ;;
 	etcd) build_etcd ;;
+	tools) build_tools ;;
 	kube-apiserver) k8s_build kube-apiserver ;;
 	kubectl) k8s_build kubectl ;;
 	pilot-discovery) build_pilot ;;
