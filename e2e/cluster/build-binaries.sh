@@ -79,7 +79,7 @@ build_tools() {
 	fi
 	apt_install "${missing[@]}"
 	# Debian's package enables a system service; the tests start their own servers.
-	command -v systemctl >/dev/null && systemctl disable --now prometheus >/dev/null 2>&1 || true
+	if command -v systemctl >/dev/null; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 }
 
 # --- kubernetes scratch module (kube-apiserver, kubectl) ----------------------
