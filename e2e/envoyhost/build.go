@@ -55,7 +55,7 @@ func APIInclude(root string) (string, error) {
 	return filepath.Join(strings.TrimSpace(string(out)), "contrib", "golang", "common", "go", "api"), nil
 }
 
-// BuildHost compiles e2e/envoyhost/host.c into out with the system gcc
+// BuildHost compiles e2e/envoyhost/host.c (which includes the other .c parts) into out with the system gcc
 // (same command as host.mk).
 func BuildHost(out string) error {
 	root, err := RepoRoot()

@@ -14,7 +14,7 @@ ENVOYHOST_CFLAGS  ?= -O2 -g -Wall
 
 envoyhost: bin/envoyhost
 
-bin/envoyhost: $(ENVOYHOST_DIR)/host.c go.mod
+bin/envoyhost: $(wildcard $(ENVOYHOST_DIR)/*.c) go.mod
 	@mkdir -p bin
 	$(ENVOYHOST_CC) $(ENVOYHOST_CFLAGS) -rdynamic -I$(ENVOYHOST_API_INC) -o $@ $(ENVOYHOST_DIR)/host.c -ldl -lpthread
 
