@@ -32,12 +32,14 @@ log "bookinfo in $NS"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -
 kubectl label namespace "$NS" istio-injection=enabled --overwrite
 kubectl apply -n "$NS" -f "https://raw.githubusercontent.com/istio/istio/release-${ISTIO_VERSION%.*}/samples/bookinfo/platform/kube/bookinfo.yaml"
+# The image path's pod patch (envoy-build/podpatch): proxy image, the label, the
+# leanmesh-prom port on istio-proxy and the inbound-capture exclusion of 15095.
+patch="$(mktemp)"
+make -s -C "$REPO" pod-patch MODE=image ISTIO_VERSION="$ISTIO_VERSION" PROXY_IMAGE="$PROXY_IMAGE" >"$patch"
 for d in $(kubectl get deploy -n "$NS" -o name); do
-  kubectl patch -n "$NS" "$d" --type merge -p "{\"spec\":{\"template\":{
-    \"metadata\":{\"labels\":{\"leanmesh.io/envoy-version\":\"$ENVOY_VERSION\"},
-      \"annotations\":{\"sidecar.istio.io/proxyImage\":\"$PROXY_IMAGE\",
-        \"traffic.sidecar.istio.io/excludeInboundPorts\":\"15095\"}}}}}"
+  kubectl patch -n "$NS" "$d" --patch-file "$patch"
 done
+rm -f "$patch"
 kubectl rollout status -n "$NS" deploy --timeout=300s
 
 log "TelemetryPolicy (Shadow)"

@@ -21,12 +21,22 @@
 //
 // Every mode sets the label leanmesh.io/envoy-version: the EnvoyFilters only
 // select labelled pods, so a pod is never told to load a library it lacks.
+//
+// Every mode also makes the exposition a scrape target by construction
+// (docs/exposition.md): it declares the named container port leanmesh-prom
+// (15095) on istio-proxy (the injector merges a user-declared istio-proxy
+// container into the injected one; image "auto" keeps the injected image,
+// istio pkg/kube/inject/webhook.go reapplyOverwrittenContainers), and excludes
+// 15095 from inbound capture, so the plaintext scrape reaches the listener
+// directly: STRICT mTLS would reject it, PERMISSIVE would record every scrape
+// as inbound traffic.
 package podpatch
 
 import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,8 +69,17 @@ const (
 	// ImageLibraryFile is where the library-only images hold the library.
 	ImageLibraryFile = "/leanmesh.so"
 	VolumeName       = "leanmesh"
-	InitContainer    = "leanmesh-install"
-	initMountPath    = "/leanmesh"
+
+	// The scrape target (monitoring/ builds the PodMonitor and scrape job from these).
+	ProxyContainer  = "istio-proxy"
+	MetricsPortName = "leanmesh-prom" // like Istio's http-envoy-prom; at most 15 characters
+	MetricsPort     = 15095           // = controller/render.DefaultExposePort
+	// AnnotationExcludeInboundPorts keeps MetricsPort out of the inbound capture.
+	AnnotationExcludeInboundPorts = "traffic.sidecar.istio.io/excludeInboundPorts"
+	// autoImage tells the injector to keep its own proxy image.
+	autoImage     = "auto"
+	InitContainer = "leanmesh-install"
+	initMountPath = "/leanmesh"
 )
 
 // Options select the mode and the images.
@@ -93,10 +112,21 @@ type Metadata struct {
 	Annotations map[string]string `json:"annotations"`
 }
 
-// PodSpec holds what initContainer mode adds to the pod.
+// PodSpec holds the istio-proxy port declaration and what initContainer
+// mode adds to the pod.
 type PodSpec struct {
-	Volumes        []corev1.Volume    `json:"volumes,omitempty"`
-	InitContainers []corev1.Container `json:"initContainers,omitempty"`
+	Volumes        []corev1.Volume       `json:"volumes,omitempty"`
+	InitContainers []corev1.Container    `json:"initContainers,omitempty"`
+	Containers     []ProxyContainerPatch `json:"containers"`
+}
+
+// ProxyContainerPatch is the istio-proxy container as the patch declares it:
+// only a name, the "auto" image and the port (a corev1.Container would add
+// an empty resources block the injector would merge too).
+type ProxyContainerPatch struct {
+	Name  string                 `json:"name"`
+	Image string                 `json:"image"`
+	Ports []corev1.ContainerPort `json:"ports"`
 }
 
 // Render builds the patch for o.
@@ -127,7 +157,12 @@ func Render(o Options) (*Patch, error) {
 	p := &Patch{}
 	md := &p.Spec.Template.Metadata
 	md.Labels = map[string]string{LabelEnvoyVersion: o.EnvoyVersion}
-	md.Annotations = map[string]string{}
+	md.Annotations = map[string]string{AnnotationExcludeInboundPorts: strconv.Itoa(MetricsPort)}
+	p.Spec.Template.Spec = &PodSpec{Containers: []ProxyContainerPatch{{
+		Name:  ProxyContainer,
+		Image: autoImage,
+		Ports: []corev1.ContainerPort{{Name: MetricsPortName, ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP}},
+	}}}
 	mount := []corev1.VolumeMount{{Name: VolumeName, MountPath: dir, ReadOnly: true}}
 
 	switch o.Mode {
@@ -152,24 +187,23 @@ func Render(o Options) (*Patch, error) {
 		// and the API server rejects a template mounting an undeclared volume.
 		limit := resource.MustParse("64Mi")
 		t, f, uid := true, false, int64(1337)
-		p.Spec.Template.Spec = &PodSpec{
-			Volumes: []corev1.Volume{{Name: VolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: &limit}}}},
-			InitContainers: []corev1.Container{{
-				Name:            InitContainer,
-				Image:           o.Image,
-				ImagePullPolicy: o.PullPolicy,
-				Command:         []string{"cp", ImageLibraryFile, initMountPath + "/" + file},
-				VolumeMounts:    []corev1.VolumeMount{{Name: VolumeName, MountPath: initMountPath}},
-				Resources: corev1.ResourceRequirements{
-					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
-					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
-				},
-				SecurityContext: &corev1.SecurityContext{
-					RunAsUser: &uid, RunAsNonRoot: &t, AllowPrivilegeEscalation: &f, ReadOnlyRootFilesystem: &t,
-					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-				},
-			}},
-		}
+		spec := p.Spec.Template.Spec
+		spec.Volumes = []corev1.Volume{{Name: VolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: &limit}}}}
+		spec.InitContainers = []corev1.Container{{
+			Name:            InitContainer,
+			Image:           o.Image,
+			ImagePullPolicy: o.PullPolicy,
+			Command:         []string{"cp", ImageLibraryFile, initMountPath + "/" + file},
+			VolumeMounts:    []corev1.VolumeMount{{Name: VolumeName, MountPath: initMountPath}},
+			Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
+				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+			},
+			SecurityContext: &corev1.SecurityContext{
+				RunAsUser: &uid, RunAsNonRoot: &t, AllowPrivilegeEscalation: &f, ReadOnlyRootFilesystem: &t,
+				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			},
+		}}
 		md.Annotations[AnnotationMount] = mustJSON(mount)
 		md.Annotations[AnnotationNativeSidecar] = "false"
 	default:

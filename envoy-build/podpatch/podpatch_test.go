@@ -2,13 +2,17 @@ package podpatch
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 )
 
@@ -74,8 +78,57 @@ func TestAnnotationsAreIstioJSON(t *testing.T) {
 	if len(mounts) != 1 || mounts[0].MountPath != "/etc/leanmesh" || !mounts[0].ReadOnly || mounts[0].Name != vols[0].Name {
 		t.Errorf("mount %+v", mounts)
 	}
-	if p.Spec.Template.Spec != nil {
-		t.Error("imageVolume must patch metadata only")
+	if s := p.Spec.Template.Spec; len(s.Volumes) > 0 || len(s.InitContainers) > 0 || len(s.Containers) != 1 {
+		t.Errorf("imageVolume must declare only the istio-proxy port in the pod spec: %+v", s)
+	}
+}
+
+// Every install path makes the exposition a scrape target: the named port on
+// istio-proxy (image "auto": the injector keeps its own image and merges the
+// rest) and the inbound-capture exclusion. Applied to a Deployment with an
+// app container, the patch adds istio-proxy next to it, touching nothing else.
+func TestScrapeTargetInEveryMode(t *testing.T) {
+	for name, o := range goldenCases {
+		t.Run(name, func(t *testing.T) {
+			p, err := Render(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := p.Spec.Template.Metadata.Annotations[AnnotationExcludeInboundPorts]; got != "15095" {
+				t.Errorf("%s = %q, want 15095", AnnotationExcludeInboundPorts, got)
+			}
+			raw, err := json.Marshal(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			app := appsv1.Deployment{Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+				Containers: []corev1.Container{{Name: "app", Image: "app:1", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}},
+			}}}}
+			orig, _ := json.Marshal(app)
+			merged, err := strategicpatch.StrategicMergePatch(orig, raw, appsv1.Deployment{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out appsv1.Deployment
+			if err := json.Unmarshal(merged, &out); err != nil {
+				t.Fatal(err)
+			}
+			byName := map[string]corev1.Container{}
+			for _, c := range out.Spec.Template.Spec.Containers {
+				byName[c.Name] = c
+			}
+			if a := byName["app"]; len(byName) != 2 || a.Image != "app:1" || len(a.Ports) != 1 {
+				t.Fatalf("want the app container unchanged plus istio-proxy: %+v", out.Spec.Template.Spec.Containers)
+			}
+			proxy := byName["istio-proxy"]
+			want := corev1.ContainerPort{Name: "leanmesh-prom", ContainerPort: 15095, Protocol: corev1.ProtocolTCP}
+			if proxy.Name != "istio-proxy" || proxy.Image != "auto" || len(proxy.Ports) != 1 || proxy.Ports[0] != want {
+				t.Errorf("istio-proxy = %+v, want image auto and port %+v", proxy, want)
+			}
+			if errs := validation.IsValidPortName(proxy.Ports[0].Name); len(errs) > 0 {
+				t.Errorf("port name: %v", errs)
+			}
+		})
 	}
 }
 
