@@ -17,7 +17,7 @@ func BenchmarkFilterOutboundSteady(b *testing.B) {
 	resp := newHeaders(":status", "200")
 	b.ReportAllocs()
 	for b.Loop() {
-		resp.m[HeaderMX], resp.m[HeaderMXID] = w.reviewsMX.HeaderValue, reviewsID
+		resp.M[HeaderMX], resp.M[HeaderMXID] = w.reviewsMX.HeaderValue, reviewsID
 		run(Factory(cfg, s), req, resp, nil)
 	}
 }
@@ -26,7 +26,7 @@ func BenchmarkFilterOutboundSteady(b *testing.B) {
 func BenchmarkFilterInboundSteady(b *testing.B) {
 	w := newWorld(b)
 	cfg := newConfig(b, `{"direction":"inbound"}`)
-	s := &stream{code: 200, hasCode: true, cluster: "inbound|9080||", props: map[string]string{
+	s := &stream{Code: 200, HasCode: true, Cluster: "inbound|9080||", Props: map[string]string{
 		"xds.node":             nodeBytes(b, reviewsID, w.reviews),
 		"xds.cluster_metadata": clusterMeta(b, map[string]interface{}{"services": []interface{}{map[string]interface{}{"host": reviewsHost, "name": "reviews"}}}),
 		"response.flags":       "0", "request.duration": "3ms", "request.total_size": "200", "response.total_size": "900",
@@ -38,7 +38,7 @@ func BenchmarkFilterInboundSteady(b *testing.B) {
 	resp := newHeaders(":status", "200")
 	b.ReportAllocs()
 	for b.Loop() {
-		req.m[HeaderMX], req.m[HeaderMXID] = client.HeaderValue, client.ID
+		req.M[HeaderMX], req.M[HeaderMXID] = client.HeaderValue, client.ID
 		run(Factory(cfg, s), req, resp, nil)
 	}
 }

@@ -186,20 +186,13 @@ func (w *workerState) cluster(cb api.StreamFilterCallbacks, name string) *cluste
 	return ci
 }
 
-// Self-metric and log-once helpers: a malformed input or a panic is counted
-// every time and logged once per kind, so a flood cannot flood the log.
+// countOnce counts a malformed input every time and logs it once per kind,
+// so a flood cannot flood the log. Panics: see filters/panicsafe.
 var logged sync.Map
 
 func countOnce(kind string, err error) {
 	telemetry.Self.Counter("leanmesh_errors_total", "kind", kind).Add(1)
 	if _, dup := logged.LoadOrStore(kind, true); !dup {
 		api.LogWarnf("leanmesh: %s: %v (logged once; see leanmesh_errors_total)", kind, err)
-	}
-}
-
-func countPanic(callback string, r interface{}) {
-	telemetry.Self.Counter("leanmesh_panics_total", "callback", callback).Add(1)
-	if _, dup := logged.LoadOrStore("panic:"+callback, true); !dup {
-		api.LogErrorf("leanmesh: recovered panic in %s: %v (logged once; see leanmesh_panics_total)", callback, r)
 	}
 }

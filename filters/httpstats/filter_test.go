@@ -88,7 +88,7 @@ func newWorld(t testing.TB) world {
 }
 
 func outboundStream(t testing.TB, w world, cluster string, meta string) *stream {
-	return &stream{worker: 1, code: 200, hasCode: true, cluster: cluster, props: map[string]string{
+	return &stream{Worker: 1, Code: 200, HasCode: true, Cluster: cluster, Props: map[string]string{
 		"xds.node":                           nodeBytes(t, productpageID, w.productpage),
 		"xds.cluster_metadata":               meta,
 		"response.flags":                     "0",
@@ -146,15 +146,15 @@ func TestOutboundInMeshExchangesAndRecords(t *testing.T) {
 	req := newHeaders(":authority", "reviews:9080", ":path", "/reviews/1", HeaderMX, "forged-by-app")
 	f.DecodeHeaders(req, true)
 	local := cfg.local.Load()
-	if req.m[HeaderMX] != local.mx.HeaderValue || req.m[HeaderMXID] != productpageID {
-		t.Fatalf("request MX headers = %q / %q", req.m[HeaderMX], req.m[HeaderMXID])
+	if req.M[HeaderMX] != local.mx.HeaderValue || req.M[HeaderMXID] != productpageID {
+		t.Fatalf("request MX headers = %q / %q", req.M[HeaderMX], req.M[HeaderMXID])
 	}
 	resp := newHeaders(":status", "200", HeaderMX, w.reviewsMX.HeaderValue, HeaderMXID, reviewsID)
 	f.EncodeHeaders(resp, true)
-	if _, ok := resp.m[HeaderMX]; ok {
+	if _, ok := resp.M[HeaderMX]; ok {
 		t.Fatal("response MX header must be stripped before the app")
 	}
-	if _, ok := resp.m[HeaderMXID]; ok {
+	if _, ok := resp.M[HeaderMXID]; ok {
 		t.Fatal("response MX id header must be stripped before the app")
 	}
 	f.OnLog(req, nil, resp, nil)
@@ -212,12 +212,12 @@ func TestOutboundNonMeshGetsNoMX(t *testing.T) {
 			s := outboundStream(t, w, c.cluster, c.meta)
 			req := newHeaders(":authority", "x", HeaderMX, "from-app", HeaderMXID, "app-id")
 			Factory(cfg, s).DecodeHeaders(req, true)
-			_, sent := req.m[HeaderMX]
+			_, sent := req.M[HeaderMX]
 			if sent != c.send {
-				t.Fatalf("MX sent = %v, want %v (headers %v)", sent, c.send, req.m)
+				t.Fatalf("MX sent = %v, want %v (headers %v)", sent, c.send, req.M)
 			}
-			if !c.send && (req.m[HeaderMXID] != "") {
-				t.Fatalf("app's MX id must not leak: %v", req.m)
+			if !c.send && (req.M[HeaderMXID] != "") {
+				t.Fatalf("app's MX id must not leak: %v", req.M)
 			}
 		})
 	}
@@ -228,7 +228,7 @@ func TestInboundReadsStripsAndEchoes(t *testing.T) {
 	cfg := newConfig(t, `{"direction":"inbound"}`)
 	client, _ := peer.NewLocal(productpageID, w.productpage, peer.EncodeOptions{})
 	newStream := func() *stream {
-		return &stream{worker: 0, code: 200, hasCode: true, cluster: "inbound|9080||", props: map[string]string{
+		return &stream{Worker: 0, Code: 200, HasCode: true, Cluster: "inbound|9080||", Props: map[string]string{
 			"xds.node":                             nodeBytes(t, reviewsID, w.reviews),
 			"xds.cluster_metadata":                 clusterMeta(t, map[string]interface{}{"services": []interface{}{map[string]interface{}{"host": reviewsHost, "name": "reviews", "namespace": "default"}}}),
 			"response.flags":                       "0",
@@ -240,13 +240,13 @@ func TestInboundReadsStripsAndEchoes(t *testing.T) {
 	f := Factory(cfg, s)
 	req := newHeaders(":authority", "reviews:9080", HeaderMX, client.HeaderValue, HeaderMXID, client.ID)
 	f.DecodeHeaders(req, true)
-	if _, ok := req.m[HeaderMX]; ok {
+	if _, ok := req.M[HeaderMX]; ok {
 		t.Fatal("the app must never see MX headers")
 	}
 	resp := newHeaders(":status", "200")
 	f.EncodeHeaders(resp, true)
-	if resp.m[HeaderMXID] != reviewsID || resp.m[HeaderMX] == "" {
-		t.Fatalf("server must echo its MX when the request carried it: %v", resp.m)
+	if resp.M[HeaderMXID] != reviewsID || resp.M[HeaderMX] == "" {
+		t.Fatalf("server must echo its MX when the request carried it: %v", resp.M)
 	}
 	f.OnLog(req, nil, resp, nil)
 	ls, _ := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total")
@@ -263,7 +263,7 @@ func TestInboundReadsStripsAndEchoes(t *testing.T) {
 	resp2 := newHeaders(":status", "200")
 	f2.DecodeHeaders(newHeaders(":authority", "reviews:9080"), true)
 	f2.EncodeHeaders(resp2, true)
-	if _, ok := resp2.m[HeaderMX]; ok {
+	if _, ok := resp2.M[HeaderMX]; ok {
 		t.Fatal("must not echo MX to a client that sent none")
 	}
 }
@@ -273,13 +273,13 @@ func TestMalformedPeerHeaderIgnoredAndCounted(t *testing.T) {
 	cfg := newConfig(t, `{"direction":"inbound"}`)
 	before := telemetry.Self.Counter("leanmesh_errors_total", "kind", "peer_metadata_invalid").Load()
 	for _, bad := range []string{"!!!not-base64!!!", "aGVsbG8=", strings.Repeat("A", 100000)} {
-		s := &stream{code: 200, hasCode: true, props: map[string]string{"xds.node": nodeBytes(t, reviewsID, w.reviews)}}
+		s := &stream{Code: 200, HasCode: true, Props: map[string]string{"xds.node": nodeBytes(t, reviewsID, w.reviews)}}
 		f := Factory(cfg, s)
 		req := newHeaders(HeaderMX, bad, HeaderMXID, "bad-peer")
 		if st := f.DecodeHeaders(req, true); st != api.Continue {
 			t.Fatalf("status %v", st)
 		}
-		if _, ok := req.m[HeaderMX]; ok {
+		if _, ok := req.M[HeaderMX]; ok {
 			t.Fatal("malformed header must still be stripped")
 		}
 		f.OnLog(req, nil, newHeaders(), nil)
@@ -297,7 +297,7 @@ func TestPanicsAreContained(t *testing.T) {
 	w := newWorld(t)
 	cfg := newConfig(t, `{"direction":"outbound"}`)
 	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, "")
-	s.panicOn = "response.flags"
+	s.PanicOn = "response.flags"
 	before := telemetry.Self.Counter("leanmesh_panics_total", "callback", "OnLog").Load()
 	f := Factory(cfg, s)
 	f.DecodeHeaders(newHeaders(), true)
@@ -305,7 +305,7 @@ func TestPanicsAreContained(t *testing.T) {
 	if telemetry.Self.Counter("leanmesh_panics_total", "callback", "OnLog").Load() != before+1 {
 		t.Fatal("panic not counted")
 	}
-	s.panicOn = "xds.node"
+	s.PanicOn = "xds.node"
 	cfg2 := newConfig(t, `{"direction":"outbound"}`)
 	if st := Factory(cfg2, s).DecodeHeaders(newHeaders(), true); st != api.Continue {
 		t.Fatalf("a panic must let the request continue, got %v", st)
@@ -325,7 +325,7 @@ func TestGRPCMessagesAndStatus(t *testing.T) {
 	resp := newHeaders(":status", "200", "content-type", "application/grpc")
 	f.EncodeHeaders(resp, false)
 	f.EncodeData(buf(frame(2)), false)
-	tr := trailers{newHeaders("grpc-status", "7")}
+	tr := trailers{Headers: newHeaders("grpc-status", "7")}
 	f.EncodeTrailers(tr)
 	f.OnLog(req, nil, resp, tr)
 	fams := scrape(t, cfg.Registry())
@@ -362,11 +362,11 @@ func TestResponseFlagsAndEndpointFallback(t *testing.T) {
 	w := newWorld(t)
 	cfg := newConfig(t, `{"direction":"outbound"}`)
 	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, "")
-	s.code = 503
-	s.props["response.flags"] = fmt.Sprint(1<<5 | 1<<15) // UF, URX
+	s.Code = 503
+	s.Props["response.flags"] = fmt.Sprint(1<<5 | 1<<15) // UF, URX
 	hm, _ := structpb.NewStruct(map[string]interface{}{"workload": "ratings-v1;prod;ratings;v1;Kubernetes"})
 	b, _ := proto.Marshal(&corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": hm}})
-	s.props["xds.upstream_host_metadata"] = string(b)
+	s.Props["xds.upstream_host_metadata"] = string(b)
 	run(Factory(cfg, s), newHeaders(":authority", "reviews:9080"), newHeaders(":status", "503"), nil)
 	ls, _ := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total")
 	for k, v := range map[string]string{"response_flags": "UF,URX", "response_code": "503", "destination_workload": "ratings-v1",
@@ -388,11 +388,11 @@ func TestScrapeEndpoint(t *testing.T) {
 	if st := Factory(scr, s).DecodeHeaders(newHeaders(":path", "/stats/prometheus?x=1"), true); st != api.LocalReply {
 		t.Fatalf("status %v", st)
 	}
-	if s.localReply == nil || s.localReply.code != 200 || s.localReply.headers["content-type"][0] != telemetry.ContentType {
-		t.Fatalf("reply %+v", s.localReply)
+	if s.LocalReply == nil || s.LocalReply.Code != 200 || s.LocalReply.Headers["content-type"][0] != telemetry.ContentType {
+		t.Fatalf("reply %+v", s.LocalReply)
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(s.localReply.body))
+	fams, err := p.TextToMetricFamilies(strings.NewReader(s.LocalReply.Body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,8 +401,8 @@ func TestScrapeEndpoint(t *testing.T) {
 	}
 	s2 := &stream{}
 	Factory(scr, s2).DecodeHeaders(newHeaders(":path", "/other"), true)
-	if s2.localReply == nil || s2.localReply.code != 404 {
-		t.Fatalf("other path: %+v", s2.localReply)
+	if s2.LocalReply == nil || s2.LocalReply.Code != 404 {
+		t.Fatalf("other path: %+v", s2.LocalReply)
 	}
 }
 
@@ -410,7 +410,7 @@ func TestCustomDimensions(t *testing.T) {
 	w := newWorld(t)
 	cfg := newConfig(t, `{"direction":"outbound","metrics":[{"name":"requests_total","dimensions":{"user":"request.headers['x-user']","port":"string(destination.port)","team":"'payments'"},"tags_to_remove":["source_principal"]}]}`)
 	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, "")
-	s.props["destination.port"] = "9080"
+	s.Props["destination.port"] = "9080"
 	run(Factory(cfg, s), newHeaders(":authority", "reviews:9080", "x-user", "alice"), newHeaders(), nil)
 	ls, _ := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total")
 	if ls["user"] != "alice" || ls["port"] != "9080" || ls["team"] != "payments" {
@@ -434,14 +434,14 @@ func TestObserveModeOnlyReads(t *testing.T) {
 	w := newWorld(t)
 	client, _ := peer.NewLocal(productpageID, w.productpage, peer.EncodeOptions{})
 	in := newConfig(t, `{"direction":"inbound","metadata_exchange":{"mode":"observe"}}`)
-	s := &stream{code: 200, hasCode: true, props: map[string]string{"xds.node": nodeBytes(t, reviewsID, w.reviews)}}
+	s := &stream{Code: 200, HasCode: true, Props: map[string]string{"xds.node": nodeBytes(t, reviewsID, w.reviews)}}
 	f := Factory(in, s)
 	req := newHeaders(HeaderMX, client.HeaderValue, HeaderMXID, client.ID)
 	f.DecodeHeaders(req, true)
 	resp := newHeaders()
 	f.EncodeHeaders(resp, true)
-	if req.m[HeaderMX] == "" || resp.m[HeaderMX] != "" {
-		t.Fatalf("observe must neither strip nor echo: req %v resp %v", req.m, resp.m)
+	if req.M[HeaderMX] == "" || resp.M[HeaderMX] != "" {
+		t.Fatalf("observe must neither strip nor echo: req %v resp %v", req.M, resp.M)
 	}
 	f.OnLog(req, nil, resp, nil)
 	if ls, _ := onlySeries(t, scrape(t, in.Registry()), "istio_requests_total"); ls["source_workload"] != "productpage-v1" {
@@ -453,12 +453,12 @@ func TestObserveModeOnlyReads(t *testing.T) {
 	fo := Factory(out, so)
 	oreq := newHeaders()
 	fo.DecodeHeaders(oreq, true)
-	if len(oreq.m) != 0 {
-		t.Fatalf("observe must not add headers: %v", oreq.m)
+	if len(oreq.M) != 0 {
+		t.Fatalf("observe must not add headers: %v", oreq.M)
 	}
 	oresp := newHeaders(HeaderMX, w.reviewsMX.HeaderValue, HeaderMXID, reviewsID)
 	fo.EncodeHeaders(oresp, true)
-	if oresp.m[HeaderMX] == "" {
+	if oresp.M[HeaderMX] == "" {
 		t.Fatal("observe must not strip")
 	}
 	fo.OnLog(oreq, nil, oresp, nil)
@@ -471,10 +471,10 @@ func TestOffModeTouchesNothing(t *testing.T) {
 	w := newWorld(t)
 	cfg := newConfig(t, `{"direction":"inbound","metadata_exchange":{"mode":"off"}}`)
 	client, _ := peer.NewLocal(productpageID, w.productpage, peer.EncodeOptions{})
-	s := &stream{code: 200, hasCode: true, props: map[string]string{"xds.node": nodeBytes(t, reviewsID, w.reviews)}}
+	s := &stream{Code: 200, HasCode: true, Props: map[string]string{"xds.node": nodeBytes(t, reviewsID, w.reviews)}}
 	req := newHeaders(HeaderMX, client.HeaderValue, HeaderMXID, client.ID)
 	run(Factory(cfg, s), req, newHeaders(), nil)
-	if req.m[HeaderMX] == "" {
+	if req.M[HeaderMX] == "" {
 		t.Fatal("off must not strip")
 	}
 	if ls, _ := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total"); ls["source_workload"] != "unknown" {
@@ -497,11 +497,11 @@ func TestLocalIdentityFromEnvironment(t *testing.T) {
 	cfg := newConfig(t, `{"direction":"outbound","local_identity":{"pod_labels_path":"`+labels+`"}}`)
 	w := newWorld(t)
 	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, clusterMeta(t, map[string]interface{}{"services": []interface{}{map[string]interface{}{"host": reviewsHost}}}))
-	delete(s.props, "xds.node") // as real Envoy v1.39 answers: not found
+	delete(s.Props, "xds.node") // as real Envoy v1.39 answers: not found
 	req := newHeaders(":authority", "reviews:9080")
 	run(Factory(cfg, s), req, newHeaders(), nil)
-	if req.m[HeaderMXID] != productpageID {
-		t.Errorf("node id from env = %q, want %q", req.m[HeaderMXID], productpageID)
+	if req.M[HeaderMXID] != productpageID {
+		t.Errorf("node id from env = %q, want %q", req.M[HeaderMXID], productpageID)
 	}
 	fams := scrape(t, cfg.Registry())
 	ls, _ := onlySeries(t, fams, "istio_requests_total")

@@ -50,6 +50,7 @@ import (
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/leanmesh/leanmesh/filters/panicsafe"
 	"github.com/leanmesh/leanmesh/filters/peer"
 	"github.com/leanmesh/leanmesh/filters/pluginconfig"
 	"github.com/leanmesh/leanmesh/filters/telemetry"
@@ -65,12 +66,7 @@ const PluginName = "leanmesh-tcp"
 type Parser struct{}
 
 func (Parser) ParseConfig(a *anypb.Any) (out interface{}) {
-	defer func() {
-		if r := recover(); r != nil {
-			countPanic("ParseConfig", r)
-			out = &Config{}
-		}
-	}()
+	defer panicsafe.Recover[interface{}]("tcp.ParseConfig", &out, &Config{}, nil)
 	c, err := pluginconfig.FromAny(a)
 	if err == nil {
 		var cfg *Config
@@ -282,9 +278,4 @@ func logOnce(kind, format string, args ...interface{}) {
 	if _, dup := logged.LoadOrStore(kind, true); !dup {
 		logf(format, args...)
 	}
-}
-
-func countPanic(callback string, r interface{}) {
-	telemetry.Self.Counter("leanmesh_panics_total", "callback", "tcp."+callback).Add(1)
-	logOnce("panic:"+callback, "leanmesh-tcp: recovered panic in %s: %v (logged once; see leanmesh_panics_total)", callback, r)
 }

@@ -6,59 +6,22 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 
+	"github.com/leanmesh/leanmesh/filters/internal/sdkfake"
 	"github.com/leanmesh/leanmesh/filters/pluginconfig"
 	"github.com/leanmesh/leanmesh/filters/workloads"
 )
 
-// Fakes of the SDK's pure-Go network API. StreamInfo embeds a nil interface
-// so that every method the SDK leaves unimplemented panics here too.
+// The tests drive the filter through the shared fake of the SDK's API
+// (filters/internal/sdkfake).
+var testLog = sdkfake.InstallLog()
 
-type fakeLog struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (l *fakeLog) Log(level api.LogType, msg string) {
-	l.mu.Lock()
-	l.msgs = append(l.msgs, msg)
-	l.mu.Unlock()
-}
-func (l *fakeLog) LogLevel() api.LogType { return api.Trace }
-
-var testLog = &fakeLog{}
-
-func init() { api.SetCommonCAPI(testLog) }
-
-type fakeInfo struct {
-	api.StreamInfo // nil: unimplemented methods panic as in the SDK
-	local, remote  string
-	panicAddr      bool
-}
-
-func (i *fakeInfo) UpstreamLocalAddress() (string, bool) {
-	if i.panicAddr {
-		panic("implement me")
-	}
-	return i.local, true
-}
-func (i *fakeInfo) UpstreamRemoteAddress() (string, bool) { return i.remote, true }
-
-type fakeCB struct{ info *fakeInfo }
-
-func (c *fakeCB) StreamInfo() api.StreamInfo    { return c.info }
-func (c *fakeCB) Write([]byte, bool)            { panic("the filter must not write") }
-func (c *fakeCB) Close(api.ConnectionCloseType) { panic("the filter must not close") }
-func (c *fakeCB) EnableHalfClose(enabled bool)  { panic("downstream") }
-func newCB(local, remote string) api.ConnectionCallback {
-	return &fakeCB{&fakeInfo{local: local, remote: remote}}
-}
+func newCB(local, remote string) api.ConnectionCallback { return sdkfake.NewConn(local, remote) }
 
 var fingerprint atomic.Int64
 

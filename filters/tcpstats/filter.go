@@ -8,6 +8,7 @@ import (
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 
+	"github.com/leanmesh/leanmesh/filters/panicsafe"
 	"github.com/leanmesh/leanmesh/filters/pluginconfig"
 	"github.com/leanmesh/leanmesh/filters/telemetry"
 )
@@ -40,12 +41,7 @@ type conn struct {
 }
 
 func (c *conn) OnNewConnection() (st api.FilterStatus) {
-	defer func() {
-		if r := recover(); r != nil {
-			countPanic("OnNewConnection", r)
-		}
-		st = api.NetworkFilterContinue
-	}()
+	defer panicsafe.Recover("tcp.OnNewConnection", &st, api.NetworkFilterContinue, nil)
 	cfg := c.cfg
 	now := cfg.sched.now.Load()
 	c.lastActive.Store(now)
@@ -87,12 +83,7 @@ func (c *conn) OnNewConnection() (st api.FilterStatus) {
 // OnData counts what the downstream sent us. Only len(buffer) is read: the
 // SDK hands us a copy and we never look inside.
 func (c *conn) OnData(buffer []byte, endOfStream bool) (st api.FilterStatus) {
-	defer func() {
-		if r := recover(); r != nil {
-			countPanic("OnData", r)
-		}
-		st = api.NetworkFilterContinue
-	}()
+	defer panicsafe.Recover("tcp.OnData", &st, api.NetworkFilterContinue, nil)
 	c.received.Add(uint64(len(buffer)))
 	c.touch()
 	return api.NetworkFilterContinue
@@ -100,12 +91,7 @@ func (c *conn) OnData(buffer []byte, endOfStream bool) (st api.FilterStatus) {
 
 // OnWrite counts what we send to the downstream.
 func (c *conn) OnWrite(buffer []byte, endOfStream bool) (st api.FilterStatus) {
-	defer func() {
-		if r := recover(); r != nil {
-			countPanic("OnWrite", r)
-		}
-		st = api.NetworkFilterContinue
-	}()
+	defer panicsafe.Recover("tcp.OnWrite", &st, api.NetworkFilterContinue, nil)
 	c.sent.Add(uint64(len(buffer)))
 	c.touch()
 	return api.NetworkFilterContinue
@@ -121,11 +107,7 @@ func (c *conn) touch() {
 // OnEvent reports the connection's last deltas and closed=1 on the first
 // close event, local or remote, whatever happened before (even nothing).
 func (c *conn) OnEvent(event api.ConnectionEvent) {
-	defer func() {
-		if r := recover(); r != nil {
-			countPanic("OnEvent", r)
-		}
-	}()
+	defer panicsafe.Recover[api.FilterStatus]("tcp.OnEvent", nil, 0, nil)
 	if event != api.LocalClose && event != api.RemoteClose {
 		return
 	}

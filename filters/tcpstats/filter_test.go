@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/leanmesh/leanmesh/filters/httpstats"
+	"github.com/leanmesh/leanmesh/filters/internal/sdkfake"
 	"github.com/leanmesh/leanmesh/filters/pluginconfig"
 	"github.com/leanmesh/leanmesh/filters/telemetry"
 	"github.com/leanmesh/leanmesh/filters/workloads"
@@ -244,7 +245,7 @@ func TestPanicsAreRecovered(t *testing.T) {
 	cfg, sched := testConfig(t, "inbound", workloads.NewTable(0))
 	panics := telemetry.Self.Counter("leanmesh_panics_total", "callback", "tcp.OnNewConnection")
 	before := panics.Load()
-	f := cfg.CreateFilter(&fakeCB{&fakeInfo{panicAddr: true}})
+	f := cfg.CreateFilter(&sdkfake.Conn{Info: &sdkfake.ConnInfo{PanicAddr: true}})
 	if st := f.OnNewConnection(); st != api.NetworkFilterContinue {
 		t.Fatalf("status %v", st)
 	}

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/panicsafe"
 	"github.com/leanmesh/leanmesh/filters/telemetry"
 )
 
@@ -99,11 +100,7 @@ func (s *Scheduler) startLoop() {
 }
 
 func (s *Scheduler) safeTick(now time.Time) {
-	defer func() {
-		if r := recover(); r != nil {
-			countPanic("scheduler", r)
-		}
-	}()
+	defer panicsafe.Recover[struct{}]("tcp.scheduler", nil, struct{}{}, nil)
 	s.Tick(now)
 }
 
