@@ -254,10 +254,17 @@ func TestReconcilerOnRealAPIServer(t *testing.T) {
 	})
 	phase("defaults")
 
-	t.Run("LeanMesh renders filters and Telemetry for labelled pods", func(t *testing.T) {
+	t.Run("LeanMesh renders filters, no Telemetry, for labelled pods", func(t *testing.T) {
+		// A Telemetry an earlier release rendered for this policy (it
+		// disabled ALL_METRICS, TCP included) is deleted on upgrade.
+		legacy := &telemetryv1.Telemetry{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "leanmesh-reviews", Labels: map[string]string{
+			render.LabelManagedBy: render.ManagedBy, render.LabelPolicy: "reviews", render.LabelPolicyNamespace: "shop"}}}
+		if err := h.c.Create(h.ctx, legacy); err != nil {
+			t.Fatal(err)
+		}
 		h.policy("shop", "reviews", v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "reviews"}}})
 		p := h.ready("shop", "reviews", metav1.ConditionTrue, v1alpha1.ReasonApplied)
-		h.waitOwned("shop", "reviews", "EnvoyFilter shop/leanmesh-reviews-exposition", "EnvoyFilter shop/leanmesh-reviews-http", "Telemetry shop/leanmesh-reviews")
+		h.waitOwned("shop", "reviews", "EnvoyFilter shop/leanmesh-reviews-exposition", "EnvoyFilter shop/leanmesh-reviews-http")
 		ef := h.envoyFilter("shop", "leanmesh-reviews-http")
 		wantSel := map[string]string{"app": "reviews", render.LabelEnvoyVersion: h.rel.Envoy}
 		if !equality.Semantic.DeepEqual(ef.Spec.WorkloadSelector.GetLabels(), wantSel) {
@@ -270,18 +277,11 @@ func TestReconcilerOnRealAPIServer(t *testing.T) {
 				t.Errorf("proxyVersion %q", cp.Match.GetProxy().GetProxyVersion())
 			}
 		}
-		if got := strings.Join(ops, ","); got != "SIDECAR_INBOUND:REMOVE,SIDECAR_INBOUND:INSERT_FIRST,SIDECAR_OUTBOUND:REMOVE,SIDECAR_OUTBOUND:INSERT_FIRST" {
+		if got := strings.Join(ops, ","); got != "SIDECAR_INBOUND:REMOVE,SIDECAR_INBOUND:REMOVE,SIDECAR_INBOUND:INSERT_FIRST,SIDECAR_OUTBOUND:REMOVE,SIDECAR_OUTBOUND:REMOVE,SIDECAR_OUTBOUND:INSERT_FIRST" {
 			t.Errorf("patches %s", got)
 		}
 		if ef.Spec.Priority != render.DefaultPriority || len(ef.OwnerReferences) != 1 || ef.OwnerReferences[0].Name != "reviews" {
 			t.Errorf("priority %d owners %v", ef.Spec.Priority, ef.OwnerReferences)
-		}
-		var tel telemetryv1.Telemetry
-		if err := h.c.Get(h.ctx, client.ObjectKey{Namespace: "shop", Name: "leanmesh-reviews"}, &tel); err != nil {
-			t.Fatal(err)
-		}
-		if !equality.Semantic.DeepEqual(tel.Spec.GetSelector().GetMatchLabels(), wantSel) || !tel.Spec.Metrics[0].Overrides[0].GetDisabled().GetValue() {
-			t.Errorf("telemetry spec %v", &tel.Spec)
 		}
 		// reviews-2 lacks the library: reported, not patched; "plain" has
 		// no sidecar and is not reported.
@@ -292,7 +292,7 @@ func TestReconcilerOnRealAPIServer(t *testing.T) {
 		if want := []v1alpha1.WorkloadRef{{Namespace: "shop", Name: "reviews", Pods: 1}}; !equality.Semantic.DeepEqual(p.Status.WorkloadsMissingLibrary, want) {
 			t.Errorf("workloadsMissingLibrary %+v", p.Status.WorkloadsMissingLibrary)
 		}
-		if p.Status.Mode != v1alpha1.ModeLeanMesh || len(p.Status.RenderedObjects) != 3 {
+		if p.Status.Mode != v1alpha1.ModeLeanMesh || len(p.Status.RenderedObjects) != 2 {
 			t.Errorf("status mode %s rendered %v", p.Status.Mode, p.Status.RenderedObjects)
 		}
 		h.eventually("LibraryMissing event", func() error {
@@ -360,12 +360,12 @@ func TestReconcilerOnRealAPIServer(t *testing.T) {
 			t.Errorf("message %q does not name the other policy", c.Message)
 		}
 		h.waitOwned("shop", "reviews-v2")
-		h.waitOwned("shop", "reviews", "EnvoyFilter shop/leanmesh-reviews-exposition", "EnvoyFilter shop/leanmesh-reviews-http", "Telemetry shop/leanmesh-reviews")
+		h.waitOwned("shop", "reviews", "EnvoyFilter shop/leanmesh-reviews-exposition", "EnvoyFilter shop/leanmesh-reviews-http")
 
 		h.deletePolicy("shop", "reviews")
 		h.waitOwned("shop", "reviews")
 		h.ready("shop", "reviews-v2", metav1.ConditionTrue, v1alpha1.ReasonApplied)
-		h.waitOwned("shop", "reviews-v2", "EnvoyFilter shop/leanmesh-reviews-v2-exposition", "EnvoyFilter shop/leanmesh-reviews-v2-http", "Telemetry shop/leanmesh-reviews-v2")
+		h.waitOwned("shop", "reviews-v2", "EnvoyFilter shop/leanmesh-reviews-v2-exposition", "EnvoyFilter shop/leanmesh-reviews-v2-http")
 		h.deletePolicy("shop", "reviews-v2")
 		h.waitOwned("shop", "reviews-v2")
 	})
@@ -417,19 +417,13 @@ func TestReconcilerOnRealAPIServer(t *testing.T) {
 	})
 	phase("invalid")
 
-	t.Run("mesh-wide policy: filters in root, Telemetry per namespace", func(t *testing.T) {
+	t.Run("mesh-wide policy: filters in root only", func(t *testing.T) {
 		h.pod("a", "mesh-a", map[string]string{"tier": "mesh"}, true)
 		h.pod("b", "mesh-b", map[string]string{"tier": "mesh"}, true)
 		h.policy(rootNS, "mesh", v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"tier": "mesh"}}})
 		h.ready(rootNS, "mesh", metav1.ConditionTrue, v1alpha1.ReasonApplied)
-		h.waitOwned(rootNS, "mesh",
-			"EnvoyFilter istio-system/leanmesh-mesh-exposition", "EnvoyFilter istio-system/leanmesh-mesh-http",
-			"Telemetry a/leanmesh-mesh-mesh", "Telemetry b/leanmesh-mesh-mesh", "Telemetry istio-system/leanmesh-mesh")
-		// A new namespace with selected pods gets its copy.
-		h.pod("shop", "mesh-shop", map[string]string{"tier": "mesh"}, true)
-		h.waitOwned(rootNS, "mesh",
-			"EnvoyFilter istio-system/leanmesh-mesh-exposition", "EnvoyFilter istio-system/leanmesh-mesh-http",
-			"Telemetry a/leanmesh-mesh-mesh", "Telemetry b/leanmesh-mesh-mesh", "Telemetry istio-system/leanmesh-mesh", "Telemetry shop/leanmesh-mesh-mesh")
+		// Root-namespace EnvoyFilters reach every namespace; no per-namespace copies.
+		h.waitOwned(rootNS, "mesh", "EnvoyFilter istio-system/leanmesh-mesh-exposition", "EnvoyFilter istio-system/leanmesh-mesh-http")
 		h.deletePolicy(rootNS, "mesh")
 		h.waitOwned(rootNS, "mesh")
 	})

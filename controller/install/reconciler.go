@@ -1,8 +1,9 @@
 // Package install reconciles TelemetryPolicy objects: it reads the policy and
-// the pods it selects, computes the desired EnvoyFilters and Telemetry
-// resources with the pure renderer (controller/render), applies them with
-// server-side apply, deletes the ones it owns that are no longer desired and
-// reports the outcome in status, events and metrics.
+// the pods it selects, computes the desired EnvoyFilters with the pure
+// renderer (controller/render), applies them with server-side apply, deletes
+// the ones it owns that are no longer desired (including the Telemetry
+// resources releases before the hybrid LeanMesh mode rendered) and reports the
+// outcome in status, events and metrics.
 //
 // Conflicts are reported, never guessed: a policy overlapping an older one,
 // or clashing with a user Telemetry, gets Ready=False and has no effect (its
@@ -125,8 +126,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	in := render.Input{Policy: &p, RootNamespace: r.RootNamespace, Matrix: r.Matrix}
-	preview, err := render.Render(in)
+	out, err := render.Render(render.Input{Policy: &p, RootNamespace: r.RootNamespace, Matrix: r.Matrix})
 	var invalid *render.Error
 	if errors.As(err, &invalid) {
 		st.ready(metav1.ConditionFalse, v1alpha1.ReasonInvalidConfig, invalid.Msg)
@@ -135,19 +135,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	} else if err != nil {
 		return ctrl.Result{}, err
 	}
-	configured, missing := splitByLibrary(pods, preview.Release.Envoy)
-	st.missing(missing, preview.Release)
+	configured, missing := splitByLibrary(pods, out.Release.Envoy)
+	st.missing(missing, out.Release)
 	r.Metrics.setMissing(p.Namespace, p.Name, missing)
 	if len(missing) > 0 && st.libraryChanged() {
 		r.Recorder.Eventf(&p, nil, corev1.EventTypeWarning, v1alpha1.ReasonLibraryMissing, "Select",
-			"%d selected pod(s) lack %s=%s and keep Istio's telemetry: %s", countPods(missing), render.LabelEnvoyVersion, preview.Release.Envoy, joinMax(workloadKeys(missing), 5))
-	}
-	if p.Namespace == r.RootNamespace {
-		in.MeshNamespaces = namespacesOf(configured)
-	}
-	out, err := render.Render(in)
-	if err != nil {
-		return ctrl.Result{}, err
+			"%d selected pod(s) lack %s=%s and keep Istio's telemetry: %s", countPods(missing), render.LabelEnvoyVersion, out.Release.Envoy, joinMax(workloadKeys(missing), 5))
 	}
 	st.s.Mode = out.Spec.Mode
 
@@ -229,19 +222,6 @@ func splitByLibrary(pods []metav1.PartialObjectMetadata, envoy string) (configur
 		return missing[i].Name < missing[j].Name
 	})
 	return configured, missing
-}
-
-func namespacesOf(pods []metav1.PartialObjectMetadata) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, p := range pods {
-		if !seen[p.Namespace] {
-			seen[p.Namespace] = true
-			out = append(out, p.Namespace)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 func countPods(ws []v1alpha1.WorkloadRef) int {

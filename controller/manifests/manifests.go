@@ -1,4 +1,4 @@
-// Package manifests renders the plain EnvoyFilter/Telemetry manifests under
+// Package manifests renders the plain EnvoyFilter manifests under
 // envoyfilters/ for users without the controller. They come from the same
 // renderer as the controller's objects, for built-in policies that select
 // pods by a mode label, so one namespace can hold both sets and a workload
@@ -73,8 +73,6 @@ func relabel(o client.Object, mode string) (string, error) {
 	kind := o.GetObjectKind().GroupVersionKind().Kind
 	var suffix, file string
 	switch {
-	case kind == "Telemetry":
-		suffix, file = "", "telemetry.yaml"
 	case kind == "EnvoyFilter" && o.GetName() == "leanmesh-"+mode+"-http":
 		suffix, file = "-http", "envoyfilter-http.yaml"
 	case kind == "EnvoyFilter" && o.GetName() == "leanmesh-"+mode+"-tcp":

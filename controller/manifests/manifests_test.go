@@ -51,13 +51,17 @@ func TestSetsSelectDisjointPods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"leanmesh/envoyfilter-http.yaml", "leanmesh/envoyfilter-exposition.yaml", "leanmesh/telemetry.yaml", "shadow/envoyfilter-http.yaml", "shadow/envoyfilter-exposition.yaml"} {
+	for _, want := range []string{"leanmesh/envoyfilter-http.yaml", "leanmesh/envoyfilter-exposition.yaml", "shadow/envoyfilter-http.yaml", "shadow/envoyfilter-exposition.yaml"} {
 		if _, ok := files[want]; !ok {
 			t.Errorf("missing %s", want)
 		}
 	}
-	if _, ok := files["shadow/telemetry.yaml"]; ok {
-		t.Error("shadow mode must keep Istio's stats: no Telemetry")
+	for _, mode := range []string{"leanmesh", "shadow"} {
+		// LeanMesh removes istio.stats from HTTP connection managers only;
+		// a Telemetry would also switch off Istio's TCP stats.
+		if _, ok := files[mode+"/telemetry.yaml"]; ok {
+			t.Errorf("%s: no Telemetry expected", mode)
+		}
 	}
 	if !bytes.Contains(files["shadow/envoyfilter-http.yaml"], []byte("leanmesh.io/telemetry: shadow")) ||
 		!bytes.Contains(files["leanmesh/envoyfilter-http.yaml"], []byte("leanmesh.io/telemetry: leanmesh")) {

@@ -1,13 +1,20 @@
 // Package render turns a TelemetryPolicy into the Istio objects that install
 // or remove leanmesh's telemetry: EnvoyFilters patching the proxies'
-// listeners and a Telemetry resource switching istio.stats off. It is pure:
-// the same input always gives the same objects, no API calls. The controller
-// applies what it returns; `leanmesh render` writes it as plain manifests.
+// listeners. It is pure: the same input always gives the same objects, no API
+// calls. The controller applies what it returns; `leanmesh render` writes it
+// as plain manifests.
 //
-// Placement (see docs/metadata-exchange.md):
-//   - LeanMesh: per context, REMOVE istio.metadata_exchange and INSERT_FIRST
-//     leanmesh (metadata_exchange.mode=exchange), plus a Telemetry disabling
-//     ALL_METRICS for provider prometheus, which removes istio.stats.
+// Placement (see docs/metadata-exchange.md and docs/tcp.md):
+//   - LeanMesh (hybrid): leanmesh owns HTTP and gRPC, Istio keeps TCP. Per
+//     context, in every HTTP connection manager: REMOVE the HTTP filters
+//     istio.metadata_exchange and istio.stats, INSERT_FIRST leanmesh
+//     (metadata_exchange.mode=exchange). No Telemetry resource: istiod's
+//     Telemetry API decides stats per provider and listener class, not per
+//     protocol (pilot/pkg/model/telemetry.go, generateStatsConfig feeds both
+//     buildHTTPTelemetryFilter and buildTCPTelemetryFilter), so disabling
+//     metrics there would also strip istio.stats from TCP chains. The network
+//     filters istio.stats and istio.metadata_exchange on TCP chains, and the
+//     cluster-side TCP exchange, are untouched in every mode.
 //   - Shadow: Istio's MX and stats stay; leanmesh observes (mode=observe):
 //     inbound INSERT_FIRST (before Istio's MX strips the request headers),
 //     outbound and gateway INSERT_BEFORE the router (on the encode path it
@@ -27,12 +34,8 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/types/known/structpb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingapi "istio.io/api/networking/v1alpha3"
-	telemetryapi "istio.io/api/telemetry/v1alpha1"
-	typeapi "istio.io/api/type/v1beta1"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
-	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -62,10 +65,11 @@ const (
 	DefaultExposePort  = 15095
 	DefaultPriority    = 10
 
-	istioMXFilter = "istio.metadata_exchange"
-	hcmFilter     = "envoy.filters.network.http_connection_manager"
-	routerFilter  = "envoy.filters.http.router"
-	tcpProxy      = "envoy.filters.network.tcp_proxy"
+	istioMXFilter    = "istio.metadata_exchange"
+	istioStatsFilter = "istio.stats"
+	hcmFilter        = "envoy.filters.network.http_connection_manager"
+	routerFilter     = "envoy.filters.http.router"
+	tcpProxy         = "envoy.filters.network.tcp_proxy"
 
 	httpGolangType = "type.googleapis.com/envoy.extensions.filters.http.golang.v3alpha.Config"
 	netGolangType  = "type.googleapis.com/envoy.extensions.filters.network.golang.v3alpha.Config"
@@ -79,15 +83,11 @@ type Input struct {
 	// mesh-wide.
 	RootNamespace string
 	Matrix        release.Matrix
-	// MeshNamespaces, for a mesh-wide policy, are the namespaces holding
-	// selected pods. Istio applies a Telemetry with a selector only to
-	// workloads of its own namespace, so each gets its own copy.
-	MeshNamespaces []string
 }
 
 // Output is the desired state for one policy.
 type Output struct {
-	// Objects are *EnvoyFilter and *Telemetry, sorted by kind, namespace, name.
+	// Objects are *EnvoyFilter, sorted by kind, namespace, name.
 	Objects []client.Object
 	Release release.Release
 	// PodSelector is what a pod must carry to be configured: the policy's
@@ -232,9 +232,6 @@ func (r *renderer) objects() ([]client.Object, error) {
 		}
 		objs = append(objs, ef)
 	}
-	if r.spec.Mode == v1alpha1.ModeLeanMesh {
-		objs = append(objs, r.telemetries()...)
-	}
 	sort.SliceStable(objs, func(i, j int) bool { return objectKey(objs[i]) < objectKey(objs[j]) })
 	return objs, nil
 }
@@ -277,14 +274,20 @@ func (r *renderer) httpPatches(c v1alpha1.TrafficContext) ([]*networkingapi.Envo
 	hcm := &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{Name: hcmFilter}
 	switch {
 	case r.spec.Mode == v1alpha1.ModeLeanMesh:
-		return []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{
-			{
+		// Only HTTP_FILTER patches: they reach the HTTP connection managers
+		// and nothing else, so TCP chains keep Istio's stats and exchange.
+		remove := func(name string) *networkingapi.EnvoyFilter_EnvoyConfigObjectPatch {
+			return &networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{
 				ApplyTo: networkingapi.EnvoyFilter_HTTP_FILTER,
 				Match: r.listenerMatch(pctx, &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{
-					Name: hcmFilter, SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: istioMXFilter},
+					Name: hcmFilter, SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: name},
 				}),
 				Patch: &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_REMOVE},
-			},
+			}
+		}
+		return []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{
+			remove(istioMXFilter),
+			remove(istioStatsFilter),
 			{
 				ApplyTo: networkingapi.EnvoyFilter_HTTP_FILTER,
 				Match:   r.listenerMatch(pctx, hcm),
@@ -496,44 +499,6 @@ func (r *renderer) envoyFilter(suffix string, patches []*networkingapi.EnvoyFilt
 			WorkloadSelector: &networkingapi.WorkloadSelector{Labels: copyLabels(r.selector)},
 			ConfigPatches:    patches,
 			Priority:         *r.spec.Priority,
-		},
-	}
-}
-
-// telemetries switches istio.stats off for the configured pods: one in the
-// policy's namespace, plus, for a mesh-wide policy, one per namespace with
-// selected pods (a Telemetry's selector only reaches its own namespace).
-func (r *renderer) telemetries() []client.Object {
-	ns := r.in.Policy.Namespace
-	out := []client.Object{r.telemetry("leanmesh-"+r.in.Policy.Name, ns)}
-	if ns != "" && ns == r.in.RootNamespace {
-		seen := map[string]bool{ns: true}
-		for _, other := range r.in.MeshNamespaces {
-			if !seen[other] {
-				seen[other] = true
-				out = append(out, r.telemetry("leanmesh-mesh-"+r.in.Policy.Name, other))
-			}
-		}
-	}
-	return out
-}
-
-func (r *renderer) telemetry(name, namespace string) *telemetryv1.Telemetry {
-	return &telemetryv1.Telemetry{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "telemetry.istio.io/v1", Kind: "Telemetry"},
-		ObjectMeta: r.meta(name, namespace),
-		Spec: telemetryapi.Telemetry{
-			Selector: &typeapi.WorkloadSelector{MatchLabels: copyLabels(r.selector)},
-			Metrics: []*telemetryapi.Metrics{{
-				Providers: []*telemetryapi.ProviderRef{{Name: "prometheus"}},
-				Overrides: []*telemetryapi.MetricsOverrides{{
-					Match: &telemetryapi.MetricSelector{
-						MetricMatch: &telemetryapi.MetricSelector_Metric{Metric: telemetryapi.MetricSelector_ALL_METRICS},
-						Mode:        telemetryapi.WorkloadMode_CLIENT_AND_SERVER,
-					},
-					Disabled: wrapperspb.Bool(true),
-				}},
-			}},
 		},
 	}
 }

@@ -20,9 +20,8 @@ var update = flag.Bool("update", false, "rewrite testdata/*.out.yaml from the re
 
 // goldenInput is the shape of testdata/*.in.yaml.
 type goldenInput struct {
-	RootNamespace  string                   `json:"rootNamespace"`
-	MeshNamespaces []string                 `json:"meshNamespaces"`
-	Policy         v1alpha1.TelemetryPolicy `json:"policy"`
+	RootNamespace string                   `json:"rootNamespace"`
+	Policy        v1alpha1.TelemetryPolicy `json:"policy"`
 }
 
 // TestGolden renders every testdata/<case>.in.yaml and compares with
@@ -64,7 +63,7 @@ func TestGolden(t *testing.T) {
 }
 
 func renderGolden(t *testing.T, gi goldenInput) []byte {
-	out, err := Render(Input{Policy: &gi.Policy, RootNamespace: gi.RootNamespace, Matrix: release.Embedded(), MeshNamespaces: gi.MeshNamespaces})
+	out, err := Render(Input{Policy: &gi.Policy, RootNamespace: gi.RootNamespace, Matrix: release.Embedded()})
 	if err != nil {
 		var ie *Error
 		if !errors.As(err, &ie) {

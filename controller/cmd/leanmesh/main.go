@@ -14,7 +14,7 @@ const usage = `usage: leanmesh <command> [flags]
 
 commands:
   controller   run the TelemetryPolicy controller
-  render       write plain EnvoyFilter/Telemetry manifests (make manifests)
+  render       write plain EnvoyFilter manifests (make manifests)
   compare      compare two Prometheus text expositions (Istio's vs leanmesh's)
 
 Run leanmesh <command> -h for its flags.
