@@ -340,11 +340,11 @@ func TestReconcilerOnRealAPIServer(t *testing.T) {
 	})
 	phase("shadow")
 
-	t.Run("Istio mode removes everything", func(t *testing.T) {
+	t.Run("Istio mode removes everything but the exposition", func(t *testing.T) {
 		h.setMode("shop", "reviews", v1alpha1.ModeIstio)
 		p := h.ready("shop", "reviews", metav1.ConditionTrue, v1alpha1.ReasonIstioMode)
-		h.waitOwned("shop", "reviews")
-		if len(p.Status.RenderedObjects) != 0 {
+		h.waitOwned("shop", "reviews", "EnvoyFilter shop/leanmesh-reviews-exposition")
+		if len(p.Status.RenderedObjects) != 1 || p.Status.RenderedObjects[0].Name != "leanmesh-reviews-exposition" {
 			t.Errorf("renderedObjects %v", p.Status.RenderedObjects)
 		}
 	})

@@ -171,7 +171,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	st.s.RenderedObjects = refs
 	r.Metrics.setRendered(p.Namespace, p.Name, len(refs))
 	if out.Spec.Mode == v1alpha1.ModeIstio {
-		st.ready(metav1.ConditionTrue, v1alpha1.ReasonIstioMode, "Istio's telemetry in effect; nothing rendered")
+		st.ready(metav1.ConditionTrue, v1alpha1.ReasonIstioMode, fmt.Sprintf("Istio's telemetry in effect; only the exposition listener is rendered, so scrape targets stay up (%d object(s))", len(refs)))
 	} else {
 		st.ready(metav1.ConditionTrue, v1alpha1.ReasonApplied, fmt.Sprintf("%d object(s) applied for %d pod(s) with the library (Istio %s, Envoy %s)",
 			len(refs), len(configured), out.Release.Istio, out.Release.Envoy))

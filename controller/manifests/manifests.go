@@ -5,6 +5,10 @@
 // switches mode by relabelling its pods:
 //
 //	leanmesh.io/telemetry: leanmesh | shadow   (absent: Istio's telemetry)
+//
+// The exposition (the :15095 scrape listener) is its own set selecting every
+// pod with the library, whatever its mode label, so relabelling a pod never
+// takes its scrape target down (docs/exposition.md).
 package manifests
 
 import (
@@ -25,11 +29,18 @@ const LabelTelemetry = "leanmesh.io/telemetry"
 type set struct {
 	dir  string
 	mode v1alpha1.Mode
+	// exposition: the set holds only the scrape listener and selects every
+	// pod with the library (a policy in Istio mode renders exactly that).
+	exposition bool
 }
+
+// DirExposition is the set serving the scrape endpoint.
+const DirExposition = "exposition"
 
 var sets = []set{
 	{dir: "leanmesh", mode: v1alpha1.ModeLeanMesh},
 	{dir: "shadow", mode: v1alpha1.ModeShadow},
+	{dir: DirExposition, mode: v1alpha1.ModeIstio, exposition: true},
 }
 
 // Files returns path (relative to envoyfilters/) → content for the Istio
@@ -43,6 +54,10 @@ func Files(m release.Matrix, istio string) (map[string][]byte, error) {
 			Mode:         s.mode,
 			IstioRelease: istio,
 			Selector:     v1alpha1.WorkloadSelector{MatchLabels: map[string]string{LabelTelemetry: s.dir}},
+			Exposition:   v1alpha1.Exposition{Enabled: &s.exposition},
+		}
+		if s.exposition {
+			p.Spec.Selector.MatchLabels = nil // render adds leanmesh.io/envoy-version
 		}
 		// No namespace: the user picks it with kubectl apply -n.
 		res, err := render.Render(render.Input{Policy: p, Matrix: m})
@@ -81,6 +96,11 @@ func relabel(o client.Object, mode string) (string, error) {
 		suffix, file = "-exposition", "envoyfilter-exposition.yaml"
 	default:
 		return "", fmt.Errorf("unexpected rendered object %s %s", kind, o.GetName())
+	}
+	if mode == DirExposition {
+		o.SetName("leanmesh-exposition")
+		o.SetLabels(map[string]string{"app.kubernetes.io/part-of": "leanmesh"})
+		return file, nil
 	}
 	o.SetName("leanmesh-" + mode + suffix)
 	o.SetLabels(map[string]string{"app.kubernetes.io/part-of": "leanmesh", LabelTelemetry: mode})

@@ -51,7 +51,7 @@ func TestSetsSelectDisjointPods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"leanmesh/envoyfilter-http.yaml", "leanmesh/envoyfilter-exposition.yaml", "shadow/envoyfilter-http.yaml", "shadow/envoyfilter-exposition.yaml"} {
+	for _, want := range []string{"leanmesh/envoyfilter-http.yaml", "shadow/envoyfilter-http.yaml", "exposition/envoyfilter-exposition.yaml"} {
 		if _, ok := files[want]; !ok {
 			t.Errorf("missing %s", want)
 		}
@@ -62,6 +62,16 @@ func TestSetsSelectDisjointPods(t *testing.T) {
 		if _, ok := files[mode+"/telemetry.yaml"]; ok {
 			t.Errorf("%s: no Telemetry expected", mode)
 		}
+	}
+	// One scrape listener per pod, whatever its mode label: only the
+	// exposition set adds it, and it selects on the library label alone.
+	for name, b := range files {
+		if has := bytes.Contains(b, []byte("leanmesh-prometheus")); has != (name == "exposition/envoyfilter-exposition.yaml") {
+			t.Errorf("%s: scrape listener present = %v", name, has)
+		}
+	}
+	if b := files["exposition/envoyfilter-exposition.yaml"]; bytes.Contains(b, []byte("leanmesh.io/telemetry")) || !bytes.Contains(b, []byte("leanmesh.io/envoy-version:")) {
+		t.Errorf("the exposition must select every pod with the library:\n%s", b)
 	}
 	if !bytes.Contains(files["shadow/envoyfilter-http.yaml"], []byte("leanmesh.io/telemetry: shadow")) ||
 		!bytes.Contains(files["leanmesh/envoyfilter-http.yaml"], []byte("leanmesh.io/telemetry: leanmesh")) {

@@ -56,8 +56,9 @@ func TestHybridLayout(t *testing.T) {
 				}
 			}
 			if tc.mode == v1alpha1.ModeIstio {
-				if len(out.Objects) != 0 {
-					t.Fatalf("Istio mode rendered %d objects", len(out.Objects))
+				// Only the scrape listener, so the target stays up (docs/exposition.md).
+				if len(out.Objects) != 1 || !strings.HasSuffix(out.Objects[0].GetName(), "-exposition") {
+					t.Fatalf("Istio mode rendered %d objects, want only the exposition", len(out.Objects))
 				}
 				return
 			}

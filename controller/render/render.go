@@ -19,7 +19,9 @@
 //     inbound INSERT_FIRST (before Istio's MX strips the request headers),
 //     outbound and gateway INSERT_BEFORE the router (on the encode path it
 //     runs before Istio's MX strips the response headers).
-//   - Istio: nothing.
+//   - Istio: only the exposition, so a pod's scrape target stays up across
+//     mode switches (it then serves leanmesh's own health series; see
+//     docs/exposition.md).
 //   - TCP: NETWORK_FILTER INSERT_BEFORE tcp_proxy, but only for an Envoy
 //     whose golang network filter does not drain the read buffer; today that
 //     is none, so a policy listing TCP is invalid (tcp.go, docs/tcp.md).
@@ -160,11 +162,7 @@ func Render(in Input) (*Output, error) {
 	for k, v := range spec.Selector.MatchLabels {
 		out.PodSelector[k] = v
 	}
-	if spec.Mode == v1alpha1.ModeIstio {
-		// Still validated above so a later switch back cannot surprise.
-		return out, nil
-	}
-	if spec.Mode != v1alpha1.ModeLeanMesh && spec.Mode != v1alpha1.ModeShadow {
+	if spec.Mode != v1alpha1.ModeIstio && spec.Mode != v1alpha1.ModeLeanMesh && spec.Mode != v1alpha1.ModeShadow {
 		return nil, invalid("spec.mode: %q is not Istio, LeanMesh or Shadow", spec.Mode)
 	}
 
@@ -195,7 +193,11 @@ func (r *renderer) objects() ([]client.Object, error) {
 	slices.Sort(contexts)
 	contexts = slices.Compact(contexts)
 
-	if slices.Contains(r.spec.Protocols, v1alpha1.ProtocolHTTP) {
+	// Istio mode keeps only the exposition, unchanged from the other modes: a
+	// mode switch never removes the listener a scrape target points at.
+	// Everything else is still validated, so a later switch cannot surprise.
+	istio := r.spec.Mode == v1alpha1.ModeIstio
+	if slices.Contains(r.spec.Protocols, v1alpha1.ProtocolHTTP) && !istio {
 		var patches []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch
 		for _, c := range contexts {
 			ps, err := r.httpPatches(c)
@@ -206,7 +208,7 @@ func (r *renderer) objects() ([]client.Object, error) {
 		}
 		objs = append(objs, r.envoyFilter("http", patches))
 	}
-	if slices.Contains(r.spec.Protocols, v1alpha1.ProtocolTCP) {
+	if slices.Contains(r.spec.Protocols, v1alpha1.ProtocolTCP) && !istio {
 		// Refuse rather than render a filter that would swallow the
 		// connection's bytes: leanmesh must never break a proxy.
 		if GolangNetworkFilterDrainsReads(r.rel.Envoy) {

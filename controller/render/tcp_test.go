@@ -41,10 +41,10 @@ func TestTCPRefusedWhileGolangNetworkFilterDrains(t *testing.T) {
 			t.Errorf("%q must count as draining", v)
 		}
 	}
-	// Mode Istio installs nothing, so TCP there is harmless.
+	// Mode Istio installs only the exposition, so TCP there is harmless.
 	p := &v1alpha1.TelemetryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "shop"},
 		Spec: v1alpha1.TelemetryPolicySpec{Mode: v1alpha1.ModeIstio, Protocols: []v1alpha1.Protocol{v1alpha1.ProtocolTCP}}}
-	if out, err := Render(Input{Policy: p, RootNamespace: "istio-system", Matrix: m}); err != nil || len(out.Objects) != 0 {
+	if out, err := Render(Input{Policy: p, RootNamespace: "istio-system", Matrix: m}); err != nil || len(out.Objects) != 1 || out.Objects[0].GetName() != "leanmesh-db-exposition" {
 		t.Errorf("Istio mode with TCP: %v, %v", out, err)
 	}
 }

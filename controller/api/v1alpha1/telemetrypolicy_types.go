@@ -84,7 +84,7 @@ type MetadataExchange struct {
 // Exposition configures the listener Prometheus scrapes leanmesh's metrics
 // from. Istio's merged 15020 endpoint does not include them.
 type Exposition struct {
-	// Enabled adds the listener (LeanMesh and Shadow modes).
+	// Enabled adds the listener (in every mode, Istio included).
 	// +optional
 	// +kubebuilder:default=true
 	Enabled *bool `json:"enabled,omitempty"`
