@@ -421,6 +421,17 @@ func (r *renderer) statsConfig(dir pluginconfig.Direction) pluginconfig.Config {
 		GRPCMessageCounts: r.spec.GRPCMessageCounts,
 		IstioVersion:      r.rel.Istio,
 	}
+	if d := r.spec.StatsEvictionInterval; d != nil && d.Duration > 0 {
+		cfg.StatsEvictionInterval = d.Duration.String()
+	}
+	if nh := r.spec.NativeHistograms; nh != nil {
+		// Always explicit: an empty object would be dropped from the config.
+		s := pluginconfig.DefaultNativeSchema
+		if nh.Schema != nil {
+			s = int(*nh.Schema)
+		}
+		cfg.NativeHistograms = &pluginconfig.NativeHistograms{Schema: &s}
+	}
 	for _, m := range r.spec.Metrics {
 		cfg.Metrics = append(cfg.Metrics, pluginconfig.MetricOverride{
 			Name: m.Name, Drop: m.Drop, TagsToRemove: m.TagsToRemove, Dimensions: m.Dimensions,

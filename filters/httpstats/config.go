@@ -5,7 +5,6 @@
 package httpstats
 
 import (
-	"encoding/json"
 	"os"
 
 	"strings"
@@ -79,15 +78,7 @@ type workerState struct {
 // NewConfig builds the runtime config; configs with equal metric settings
 // share one process-wide registry.
 func NewConfig(c *pluginconfig.Compiled) *Config {
-	fp, _ := json.Marshal(struct {
-		B []float64
-		M int
-		O []pluginconfig.MetricOverride
-	}{c.HistogramBuckets, c.MaxSeries, c.Metrics})
-	reg := telemetry.Shared(string(fp), telemetry.Options{
-		Buckets: c.HistogramBuckets, MaxSeries: c.MaxSeries, Overrides: c.Overrides, IstioVersion: c.IstioVersion,
-	})
-	cfg := &Config{c: c, registry: reg}
+	cfg := &Config{c: c, registry: c.Registry()}
 	typ := "sidecar"
 	if c.Direction == pluginconfig.Gateway {
 		typ = "router"

@@ -40,7 +40,9 @@ type filter struct {
 	cluster     *clusterInfo    // outbound: the route's cluster, seen at decode time
 	clusterName string
 	isGRPC      bool
-	requestMX   bool // inbound: the request carried MX headers, so echo ours
+	// inbound: which MX headers the request carried; ours are echoed header
+	// by header, as Istio's MXPropagationMethod::inject does downstream.
+	requestMXID, requestMXValue bool
 	reqFrames   grpcFrames
 	respFrames  grpcFrames
 }
@@ -61,7 +63,7 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status a
 	case pluginconfig.Inbound:
 		id, value := h.GetRaw(HeaderMXID), h.GetRaw(HeaderMX)
 		if value != "" || id != "" {
-			f.requestMX = true
+			f.requestMXID, f.requestMXValue = id != "", value != ""
 			f.peer = f.lookupPeer(id, value)
 			if mode == pluginconfig.MXExchange {
 				// The app never sees the exchange.
@@ -138,9 +140,13 @@ func (f *filter) EncodeHeaders(h api.ResponseHeaderMap, endStream bool) (status 
 	}
 	switch f.cfg.c.Direction {
 	case pluginconfig.Inbound:
-		if mode == pluginconfig.MXExchange && f.requestMX && f.local != nil && f.local.mx != nil {
-			Headers.Set(h, HeaderMX, f.local.mx.HeaderValue)
-			Headers.Set(h, HeaderMXID, f.local.mx.ID)
+		if mode == pluginconfig.MXExchange && f.local != nil && f.local.mx != nil {
+			if f.requestMXValue {
+				Headers.Set(h, HeaderMX, f.local.mx.HeaderValue)
+			}
+			if f.requestMXID {
+				Headers.Set(h, HeaderMXID, f.local.mx.ID)
+			}
 		}
 	default:
 		id, value := h.GetRaw(HeaderMXID), h.GetRaw(HeaderMX)

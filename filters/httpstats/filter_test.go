@@ -266,6 +266,16 @@ func TestInboundReadsStripsAndEchoes(t *testing.T) {
 	if _, ok := resp2.M[HeaderMX]; ok {
 		t.Fatal("must not echo MX to a client that sent none")
 	}
+	// Only the id on the request: only our id back, as Istio's
+	// MXPropagationMethod::inject echoes each header only when it was received.
+	s3 := newStream()
+	f3 := Factory(cfg, s3)
+	resp3 := newHeaders(":status", "200")
+	f3.DecodeHeaders(newHeaders(":authority", "reviews:9080", HeaderMXID, client.ID), true)
+	f3.EncodeHeaders(resp3, true)
+	if _, ok := resp3.M[HeaderMX]; ok || resp3.M[HeaderMXID] != reviewsID {
+		t.Fatalf("id-only request: echoed %v, want the id alone", resp3.M)
+	}
 }
 
 func TestMalformedPeerHeaderIgnoredAndCounted(t *testing.T) {

@@ -27,9 +27,11 @@ func (s *scrapeFilter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (st
 		s.cb.DecoderFilterCallbacks().SendLocalReply(404, "not found; metrics are at "+s.cfg.c.Exposition.Path+"\n", nil, 0, "leanmesh_not_found")
 		return api.LocalReply
 	}
-	body := telemetry.AppendShared(nil)
+	// Prometheus' content negotiation: protobuf (with native histograms) only
+	// for a scraper that prefers it, the text format otherwise.
+	body, contentType := telemetry.ContentShared(nil, h.GetRaw("accept"))
 	s.cb.DecoderFilterCallbacks().SendLocalReply(200, string(body),
-		map[string][]string{"content-type": {telemetry.ContentType}}, 0, "leanmesh_exposition")
+		map[string][]string{"content-type": {contentType}}, 0, "leanmesh_exposition")
 	return api.LocalReply
 }
 

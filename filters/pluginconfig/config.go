@@ -57,6 +57,27 @@ type Config struct {
 	IstioVersion              string           `json:"istio_version,omitempty"`
 	LocalIdentity             LocalIdentity    `json:"local_identity"`
 	TCP                       TCP              `json:"tcp"` // the leanmesh-tcp network filter only (tcp.go)
+	// StatsEvictionInterval removes a label set that has not been recorded
+	// for this long (after a scrape saw its final value), as Istio's
+	// sidecar.istio.io/statsEvictionInterval does for Envoy's stats: "10m";
+	// "" or "0s" keeps series forever (the default, as in Istio).
+	StatsEvictionInterval string `json:"stats_eviction_interval,omitempty"`
+	// NativeHistograms also keeps the histograms as Prometheus native
+	// histograms, served in the protobuf exposition to scrapers that ask for
+	// it; the text exposition stays classic.
+	NativeHistograms *NativeHistograms `json:"native_histograms,omitempty"`
+	// Budgets bound what traffic can make the registry hold or the scrape
+	// carry; beyond them new label sets fold into the overflow series.
+	MaxSeriesBytes      int `json:"max_series_bytes,omitempty"`
+	MaxExpositionBytes  int `json:"max_exposition_bytes,omitempty"`
+	MaxLabelValueLength int `json:"max_label_value_length,omitempty"`
+}
+
+// NativeHistograms configures native histograms.
+type NativeHistograms struct {
+	// Schema is the bucket resolution, Prometheus' -4..8: bucket bounds grow
+	// by 2^(2^-schema), so 3 (the default) means ~9% wide buckets.
+	Schema *int `json:"schema,omitempty"`
 }
 
 // LocalIdentity says where the proxy's own identity comes from when Envoy
@@ -113,6 +134,8 @@ const (
 	DefaultExpositionPath       = "/stats/prometheus"
 	DefaultTCPReportingDuration = 5 * time.Second
 	MaxPeerCacheSize            = 100000
+	DefaultNativeSchema         = 3
+	MinStatsEvictionInterval    = time.Second
 )
 
 // Compiled is a validated Config with derived values.
@@ -123,7 +146,10 @@ type Compiled struct {
 	GRPCMessageCounts         bool
 	TCPReporting              time.Duration
 	Overrides                 *telemetry.Overrides
-	Dimensions                []Attribute // one per Overrides.Expressions entry
+	Dimensions                []Attribute   // one per Overrides.Expressions entry
+	StatsEviction             time.Duration // 0: never
+	NativeHistogramsEnabled   bool
+	NativeSchema              int
 }
 
 // FromAny parses an xds.type.v3.TypedStruct (or a bare google.protobuf.Struct)
@@ -264,6 +290,34 @@ func Compile(c Config) (*Compiled, error) {
 		}
 		out.TCPReporting = d
 	}
+	if v := c.StatsEvictionInterval; v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d != 0 && d < MinStatsEvictionInterval {
+			return nil, fmt.Errorf("plugin_config: field \"stats_eviction_interval\": %q is not 0s or a duration of at least %s", v, MinStatsEvictionInterval)
+		}
+		out.StatsEviction = d
+	}
+	if nh := c.NativeHistograms; nh != nil {
+		out.NativeHistogramsEnabled = true
+		out.NativeSchema = DefaultNativeSchema
+		if nh.Schema != nil {
+			if *nh.Schema < telemetry.MinNativeSchema || *nh.Schema > telemetry.MaxNativeSchema {
+				return nil, fmt.Errorf("plugin_config: field \"native_histograms.schema\": %d outside %d..%d", *nh.Schema, telemetry.MinNativeSchema, telemetry.MaxNativeSchema)
+			}
+			out.NativeSchema = *nh.Schema
+		}
+	}
+	for _, b := range []struct {
+		name string
+		v    int
+	}{{"max_series_bytes", c.MaxSeriesBytes}, {"max_exposition_bytes", c.MaxExpositionBytes}, {"max_label_value_length", c.MaxLabelValueLength}} {
+		if b.v < 0 {
+			return nil, fmt.Errorf("plugin_config: field %q: must be >= 0", b.name)
+		}
+	}
+	if n := c.MaxLabelValueLength; n != 0 && n < telemetry.MinLabelValueLength {
+		return nil, fmt.Errorf("plugin_config: field \"max_label_value_length\": %d is below %d", n, telemetry.MinLabelValueLength)
+	}
 	mos := make([]telemetry.MetricOverride, len(c.Metrics))
 	for i, m := range c.Metrics {
 		mos[i] = telemetry.MetricOverride{Name: m.Name, Drop: m.Drop, TagsToRemove: m.TagsToRemove, Dimensions: m.Dimensions}
@@ -281,4 +335,26 @@ func Compile(c Config) (*Compiled, error) {
 		out.Dimensions = append(out.Dimensions, a)
 	}
 	return out, nil
+}
+
+// Registry returns the process-wide registry for c's metric settings:
+// configs (HTTP and TCP, any direction) with equal settings share one.
+func (c *Compiled) Registry() *telemetry.Registry {
+	fp, _ := json.Marshal(struct {
+		B  []float64
+		M  int
+		O  []MetricOverride
+		E  time.Duration
+		N  bool
+		NS int
+		SB int
+		EB int
+		LL int
+	}{c.HistogramBuckets, c.MaxSeries, c.Metrics, c.StatsEviction, c.NativeHistogramsEnabled, c.NativeSchema,
+		c.MaxSeriesBytes, c.MaxExpositionBytes, c.MaxLabelValueLength})
+	return telemetry.Shared(string(fp), telemetry.Options{
+		Buckets: c.HistogramBuckets, MaxSeries: c.MaxSeries, Overrides: c.Overrides, IstioVersion: c.IstioVersion,
+		MaxSeriesBytes: c.MaxSeriesBytes, MaxExpositionBytes: c.MaxExpositionBytes, MaxLabelValueLength: c.MaxLabelValueLength,
+		EvictionInterval: c.StatsEviction, NativeHistograms: c.NativeHistogramsEnabled, NativeSchema: c.NativeSchema,
+	})
 }

@@ -58,6 +58,13 @@ func TestErrorsNameTheField(t *testing.T) {
 		`{"direction":"inbound","exposition":{"path":"metrics"}}`:                          `exposition.path`,
 		`{"direction":"inbound","tcp_reporting_duration":"1ms"}`:                           `tcp_reporting_duration`,
 		`{"direction":"inbound","tcp_reporting_duration":"soon"}`:                          `tcp_reporting_duration`,
+		`{"direction":"inbound","stats_eviction_interval":"10"}`:                           `stats_eviction_interval`,
+		`{"direction":"inbound","stats_eviction_interval":"500ms"}`:                        `stats_eviction_interval`,
+		`{"direction":"inbound","native_histograms":{"schema":9}}`:                         `native_histograms.schema`,
+		`{"direction":"inbound","native_histograms":{"schema":-5}}`:                        `native_histograms.schema`,
+		`{"direction":"inbound","max_series_bytes":-1}`:                                    `max_series_bytes`,
+		`{"direction":"inbound","max_label_value_length":8}`:                               `max_label_value_length`,
+		`{"direction":"inbound","metrics":[{"dimensions":{"le":"'x'"}}]}`:                  `reserved`,
 		`{"direction":"inbound","metrics":[{"name":"nope"}]}`:                              `metrics[0].name`,
 		`{"direction":"inbound","metrics":[{"tags_to_remove":["x"]}]}`:                     `tags_to_remove`,
 		`{"direction":"inbound","metrics":[{"dimensions":{"a":"size(request.headers)"}}]}`: `unsupported expression`,
@@ -125,5 +132,23 @@ func TestDimensionsCompile(t *testing.T) {
 	}
 	if len(c.Dimensions) != 2 || len(c.Overrides.Expressions) != 2 {
 		t.Fatalf("dimensions %+v", c.Dimensions)
+	}
+}
+
+func TestEvictionAndNativeHistograms(t *testing.T) {
+	c, err := FromJSON([]byte(`{"direction":"inbound","stats_eviction_interval":"10m","native_histograms":{}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StatsEviction != 10*time.Minute || !c.NativeHistogramsEnabled || c.NativeSchema != DefaultNativeSchema {
+		t.Fatalf("%+v", c)
+	}
+	c, err = FromJSON([]byte(`{"direction":"inbound","stats_eviction_interval":"0s","native_histograms":{"schema":-2}}`))
+	if err != nil || c.StatsEviction != 0 || c.NativeSchema != -2 {
+		t.Fatalf("%+v %v", c, err)
+	}
+	c, _ = FromJSON([]byte(`{"direction":"inbound"}`))
+	if c.StatsEviction != 0 || c.NativeHistogramsEnabled {
+		t.Fatalf("defaults: %+v", c)
 	}
 }

@@ -41,7 +41,6 @@
 package tcpstats
 
 import (
-	"encoding/json"
 	"net/netip"
 	"os"
 	"sync"
@@ -133,24 +132,17 @@ type peerCacheShard struct {
 var emptyTable = workloads.NewTable(1)
 
 // NewConfig builds the runtime config. Configs with the HTTP filter's metric
-// settings share its registry (same fingerprint as httpstats.NewConfig).
+// settings share its registry (pluginconfig.Compiled.Registry).
 func NewConfig(c *pluginconfig.Compiled, opts Options) (*Config, error) {
 	if c.Direction == "" {
 		return nil, errString("plugin_config: leanmesh-tcp needs a direction (inbound, outbound or gateway)")
 	}
-	fp, _ := json.Marshal(struct {
-		B []float64
-		M int
-		O []pluginconfig.MetricOverride
-	}{c.HistogramBuckets, c.MaxSeries, c.Metrics})
 	cfg := &Config{
-		c: c,
-		registry: telemetry.Shared(string(fp), telemetry.Options{
-			Buckets: c.HistogramBuckets, MaxSeries: c.MaxSeries, Overrides: c.Overrides, IstioVersion: c.IstioVersion,
-		}),
-		sched:  opts.Scheduler,
-		table:  opts.Table,
-		period: int64(c.TCPReporting),
+		c:        c,
+		registry: c.Registry(),
+		sched:    opts.Scheduler,
+		table:    opts.Table,
+		period:   int64(c.TCPReporting),
 	}
 	if cfg.table == nil {
 		cfg.table = emptyTable

@@ -16,34 +16,78 @@ const ContentType = "text/plain; version=0.0.4; charset=utf-8"
 // AppendText appends the exposition of this registry alone.
 func (r *Registry) AppendText(buf []byte) []byte { return AppendText(buf, r) }
 
+// snapshot is what one scrape reads of a registry: the label sets of each
+// table with their members at the start of the scrape. Taking it holds the
+// registry mutex for a copy of the lists only; the rendering runs without
+// it, reading counters atomically, so creating a series never waits for a
+// render.
+type snapshot struct {
+	r    *Registry
+	sets map[*table][]setSnap
+}
+
+type setSnap struct {
+	ls      *labelSet
+	members []*series
+}
+
+func (r *Registry) snapshot() snapshot {
+	r.markScraped()
+	sn := snapshot{r: r, sets: make(map[*table][]setSnap, len(r.tables))}
+	r.mu.Lock()
+	for _, t := range r.tables {
+		sets := make([]setSnap, 0, len(t.list)-t.dead)
+		for _, ls := range t.list {
+			if len(ls.members) > 0 {
+				sets = append(sets, setSnap{ls, ls.members})
+			}
+		}
+		sn.sets[t] = sets
+	}
+	r.mu.Unlock()
+	return sn
+}
+
+func snapshots(regs []*Registry) []snapshot {
+	out := make([]snapshot, len(regs))
+	for i, r := range regs {
+		out[i] = r.snapshot()
+	}
+	return out
+}
+
 // AppendText appends the whole exposition of regs in the Prometheus text
 // format, each family once. The large Istio families are written directly
 // from pre-rendered label blocks (expfmt's MetricFamily path costs ~40x at
 // 100k series, see BenchmarkExpositionExpfmt); the small families
-// (istio_build, leanmesh_*) go through expfmt. Creating new series waits
-// while this runs; recording into existing series does not.
+// (istio_build, leanmesh_*) go through expfmt. Each registry's lines stop at
+// a label-set boundary once they reach its MaxExpositionBytes (counted in
+// leanmesh_exposition_truncated_total); the creation-time budget normally
+// keeps them below it.
 func AppendText(buf []byte, regs ...*Registry) []byte {
-	for _, r := range regs {
-		r.mu.Lock()
-	}
+	sns := snapshots(regs)
+	written := make([]int, len(sns))
 	for m := Metric(0); m < numMetrics; m++ {
 		header := false
-		for _, r := range regs {
-			if r.opts.Overrides.Dropped(m) || len(r.family[m].list) == 0 {
+		for i, sn := range sns {
+			r := sn.r
+			sets := sn.sets[r.family[m]]
+			if r.opts.Overrides.Dropped(m) || len(sets) == 0 {
 				continue
 			}
 			if !header {
 				buf = appendTypeLine(buf, m)
 				header = true
 			}
-			buf = r.appendFamily(buf, m)
+			start := len(buf)
+			buf = r.appendFamily(buf, m, sets, r.opts.MaxExpositionBytes-written[i])
+			written[i] += len(buf) - start
 		}
-	}
-	for _, r := range regs {
-		r.mu.Unlock()
 	}
 	return appendSmallFamilies(buf, regs)
 }
+
+var selfTruncatedScrapes = Self.Counter("leanmesh_exposition_truncated_total", "", "")
 
 func appendTypeLine(buf []byte, m Metric) []byte {
 	spec := metricSpecs[m]
@@ -55,31 +99,39 @@ func appendTypeLine(buf []byte, m Metric) []byte {
 	return append(buf, " histogram\n"...)
 }
 
-func (r *Registry) appendFamily(buf []byte, m Metric) []byte {
-	t := r.family[m]
+func (r *Registry) appendFamily(buf []byte, m Metric, sets []setSnap, budget int) []byte {
+	start := len(buf)
 	spec := metricSpecs[m]
+	idx := slot[m]
 	if spec.Kind == KindCounter {
-		idx := slot[m]
-		for _, ls := range t.list {
+		for _, ss := range sets {
+			if len(buf)-start >= budget {
+				selfTruncatedScrapes.Add(1)
+				break
+			}
 			var v uint64
-			for _, s := range ls.members {
+			for _, s := range ss.members {
 				v += s.counters[idx].Load()
 			}
 			buf = append(buf, spec.Name...)
-			buf = appendLabels(buf, ls.text)
+			buf = appendLabels(buf, ss.ls.text)
 			buf = append(buf, ' ')
 			buf = strconv.AppendUint(buf, v, 10)
 			buf = append(buf, '\n')
 		}
 		return buf
 	}
-	idx := slot[m]
 	les := r.leValues()
 	counts := make([]uint64, len(r.buckets)+1)
-	for _, ls := range t.list {
+	for _, ss := range sets {
+		if len(buf)-start >= budget {
+			selfTruncatedScrapes.Add(1)
+			break
+		}
+		text := ss.ls.text
 		clear(counts)
 		var sum uint64
-		for _, s := range ls.members {
+		for _, s := range ss.members {
 			h := &s.hists[idx]
 			if h.counts == nil {
 				continue
@@ -94,20 +146,20 @@ func (r *Registry) appendFamily(buf []byte, m Metric) []byte {
 			cum += counts[i]
 			buf = append(buf, spec.Name...)
 			buf = append(buf, "_bucket"...)
-			buf = appendLabelsWith(buf, ls.text, le)
+			buf = appendLabelsWith(buf, text, le)
 			buf = append(buf, ' ')
 			buf = strconv.AppendUint(buf, cum, 10)
 			buf = append(buf, '\n')
 		}
 		buf = append(buf, spec.Name...)
 		buf = append(buf, "_sum"...)
-		buf = appendLabels(buf, ls.text)
+		buf = appendLabels(buf, text)
 		buf = append(buf, ' ')
 		buf = strconv.AppendUint(buf, sum, 10)
 		buf = append(buf, '\n')
 		buf = append(buf, spec.Name...)
 		buf = append(buf, "_count"...)
-		buf = appendLabels(buf, ls.text)
+		buf = appendLabels(buf, text)
 		buf = append(buf, ' ')
 		buf = strconv.AppendUint(buf, cum, 10)
 		buf = append(buf, '\n')
@@ -127,11 +179,13 @@ func liveHeap() float64 {
 	return float64(s[0].Value.Uint64())
 }
 
+func formatBound(b float64) string { return strconv.FormatFloat(b, 'g', -1, 64) }
+
 // leValues returns the `le="..."` label of each bucket, +Inf last.
 func (r *Registry) leValues() []string {
 	out := make([]string, 0, len(r.buckets)+1)
 	for _, b := range r.buckets {
-		out = append(out, `le="`+strconv.FormatFloat(b, 'g', -1, 64)+`"`)
+		out = append(out, `le="`+formatBound(b)+`"`)
 	}
 	return append(out, `le="+Inf"`)
 }
@@ -154,18 +208,25 @@ func appendLabelsWith(buf []byte, text, extra string) []byte {
 	return append(buf, '}')
 }
 
-// appendSmallFamilies writes istio_build and the self metrics with expfmt.
-func appendSmallFamilies(buf []byte, regs []*Registry) []byte {
+// smallFamilies builds istio_build and the self metrics.
+func smallFamilies(regs []*Registry) []*dto.MetricFamily {
 	var fams []*dto.MetricFamily
 	tag := unknown
 	var series int
-	var overflowed uint64
+	var overflowed, overBudget, evicted uint64
+	var mem, exp, hold int64
 	for _, r := range regs {
+		hold = max(hold, r.maxHold.Load())
 		if v := r.istioVersion.Load(); v != nil && *v != "" && tag == unknown {
 			tag = *v
 		}
 		series += r.Series()
 		overflowed += r.Overflowed()
+		overBudget += r.OverBudget()
+		evicted += r.Evicted()
+		m, e := r.Usage()
+		mem += m
+		exp += e
 	}
 	fams = append(fams, &dto.MetricFamily{
 		Name: proto.String(BuildMetricName), Type: dto.MetricType_GAUGE.Enum(),
@@ -179,9 +240,15 @@ func appendSmallFamilies(buf []byte, regs []*Registry) []byte {
 			Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: proto.Float64(v)}}}})
 	}
 	gauge("leanmesh_series", "Series held by the registry (label sets per worker), excluding overflow.", float64(series))
+	gauge("leanmesh_series_bytes", "Estimated registry memory of series and label blocks (bounded by max_series_bytes).", float64(mem))
+	gauge("leanmesh_exposition_bytes_estimate", "Upper bound of the Istio families' exposition (bounded by max_exposition_bytes).", float64(exp))
+	gauge("leanmesh_eviction_max_shard_lock_hold_seconds", "Longest time an eviction sweep held a shard mutex the request path takes.", float64(hold)/1e9)
 	gauge("leanmesh_go_heap_live_bytes", "Live heap of the library's Go runtime after the last GC.", liveHeap())
 	samples := Self.snapshot()
-	samples = append(samples, selfSample{selfKey{"leanmesh_series_overflow_records_total", "", ""}, overflowed})
+	samples = append(samples,
+		selfSample{selfKey{"leanmesh_series_evicted_total", "", ""}, evicted},
+		selfSample{selfKey{"leanmesh_series_overflow_budget_total", "", ""}, overBudget},
+		selfSample{selfKey{"leanmesh_series_overflow_records_total", "", ""}, overflowed})
 	var cur *dto.MetricFamily
 	for _, s := range samples {
 		if cur == nil || cur.GetName() != s.name {
@@ -194,8 +261,13 @@ func appendSmallFamilies(buf []byte, regs []*Registry) []byte {
 		}
 		cur.Metric = append(cur.Metric, m)
 	}
+	return fams
+}
+
+// appendSmallFamilies writes istio_build and the self metrics with expfmt.
+func appendSmallFamilies(buf []byte, regs []*Registry) []byte {
 	var b bytes.Buffer
-	for _, f := range fams {
+	for _, f := range smallFamilies(regs) {
 		// Only fails on invalid families, which the code above cannot build.
 		_, _ = expfmt.MetricFamilyToText(&b, f)
 	}

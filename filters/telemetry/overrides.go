@@ -54,6 +54,9 @@ func CompileOverrides(list []MetricOverride) (*Overrides, error) {
 			if !validLabelName(name) {
 				return nil, fmt.Errorf("metrics[%d].dimensions: %q is not a valid Prometheus label name", i, name)
 			}
+			if reservedLabelNames[name] {
+				return nil, fmt.Errorf("metrics[%d].dimensions: %q is reserved: the exposition writes it itself", i, name)
+			}
 			if strings.TrimSpace(mo.Dimensions[name]) == "" {
 				return nil, fmt.Errorf("metrics[%d].dimensions[%s]: empty expression", i, name)
 			}
@@ -91,6 +94,11 @@ func CompileOverrides(list []MetricOverride) (*Overrides, error) {
 
 // Dropped reports whether family m is not exported.
 func (o *Overrides) Dropped(m Metric) bool { return o != nil && o.dropped[m] }
+
+// reservedLabelNames are labels the exposition adds (le on histogram
+// buckets) or Prometheus' exposition formats reserve (quantile on summaries),
+// so a dimension of that name would make duplicate labels on a line.
+var reservedLabelNames = map[string]bool{"le": true, "quantile": true}
 
 func validLabelName(s string) bool {
 	if s == "" || strings.HasPrefix(s, "__") {
@@ -161,7 +169,8 @@ func (l layout) equal(o layout) bool {
 }
 
 // render writes the label block `{a="x",b="y"}` for the given values.
-func (l layout) render(buf []byte, std *[NumLabels]string, extra []string) []byte {
+// Values longer than maxLen bytes are cut.
+func (l layout) render(buf []byte, std *[NumLabels]string, extra []string, maxLen int) []byte {
 	buf = append(buf, '{')
 	for i, c := range l.cols {
 		if i > 0 {
@@ -178,27 +187,10 @@ func (l layout) render(buf []byte, std *[NumLabels]string, extra []string) []byt
 		default:
 			v = std[c.std]
 		}
-		buf = appendEscaped(buf, v)
+		buf = appendEscaped(buf, cut(v, maxLen))
 		buf = append(buf, '"')
 	}
 	return append(buf, '}')
-}
-
-// appendEscaped escapes a label value as the Prometheus text format requires.
-func appendEscaped(buf []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\\':
-			buf = append(buf, '\\', '\\')
-		case '"':
-			buf = append(buf, '\\', '"')
-		case '\n':
-			buf = append(buf, '\\', 'n')
-		default:
-			buf = append(buf, c)
-		}
-	}
-	return buf
 }
 
 // SplitExtra splits Key.Extra into values.

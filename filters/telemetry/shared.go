@@ -29,10 +29,17 @@ func Shared(fingerprint string, opts Options) *Registry {
 	return r
 }
 
-// AppendShared appends the exposition of every shared registry.
-func AppendShared(buf []byte) []byte {
+func sharedList() []*Registry {
 	shared.mu.Lock()
-	regs := append([]*Registry(nil), shared.list...)
-	shared.mu.Unlock()
-	return AppendText(buf, regs...)
+	defer shared.mu.Unlock()
+	return append([]*Registry(nil), shared.list...)
+}
+
+// AppendShared appends the text exposition of every shared registry.
+func AppendShared(buf []byte) []byte { return AppendText(buf, sharedList()...) }
+
+// ContentShared returns the exposition of every shared registry in the
+// format the scrape's Accept header negotiates, with its Content-Type.
+func ContentShared(buf []byte, accept string) ([]byte, string) {
+	return ContentFor(buf, accept, sharedList()...)
 }

@@ -101,6 +101,17 @@ type Exposition struct {
 	Path string `json:"path,omitempty"`
 }
 
+// NativeHistograms configures native histograms.
+type NativeHistograms struct {
+	// Schema is the bucket resolution (-4..8): bounds grow by 2^(2^-schema),
+	// so 3 means ~9% wide buckets.
+	// +optional
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=-4
+	// +kubebuilder:validation:Maximum=8
+	Schema *int32 `json:"schema,omitempty"`
+}
+
 // TelemetryPolicySpec says which workloads run whose telemetry and how.
 type TelemetryPolicySpec struct {
 	// Selector picks the workloads. Only pods that also carry
@@ -149,6 +160,20 @@ type TelemetryPolicySpec struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	MaxSeries int32 `json:"maxSeries,omitempty"`
+
+	// StatsEvictionInterval removes a label set's series once it has not been
+	// recorded for this long and a scrape has seen its final values, like
+	// Istio's sidecar.istio.io/statsEvictionInterval for Envoy's stats
+	// (docs/telemetry.md). Unset or 0s: series are kept (Istio's default).
+	// +optional
+	StatsEvictionInterval *metav1.Duration `json:"statsEvictionInterval,omitempty"`
+
+	// NativeHistograms also keeps the histograms as Prometheus native
+	// histograms, served in the protobuf exposition to a Prometheus that asks
+	// for it (--enable-feature=native-histograms); text scrapes keep the
+	// classic buckets Istio's dashboards read (docs/exposition.md).
+	// +optional
+	NativeHistograms *NativeHistograms `json:"nativeHistograms,omitempty"`
 
 	// GRPCMessageCounts records istio_request/response_messages_total (default true).
 	// +optional
