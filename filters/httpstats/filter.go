@@ -43,8 +43,8 @@ type filter struct {
 	// inbound: which MX headers the request carried; ours are echoed header
 	// by header, as Istio's MXPropagationMethod::inject does downstream.
 	requestMXID, requestMXValue bool
-	reqFrames   grpcFrames
-	respFrames  grpcFrames
+	reqFrames                   grpcFrames
+	respFrames                  grpcFrames
 }
 
 func (f *filter) worker() *workerState {
