@@ -119,9 +119,10 @@ bench: bench-filters bench-dataplane bench-scale
 bench-filters:
 	$(GO) test -run '^$$' -bench . -benchmem ./filters/...
 
-# Lazy xDS against a real istiod with LEANMESH_SCALE_SERVICES services (default 1000).
+# Lazy xDS against a real istiod with LEANMESH_SCALE_SERVICES services (default 1000), then seeding from a
+# real Prometheus at LEANMESH_SEED_SERVICES / LEANMESH_SEED_EDGES (default 10,000 / 100,000).
 bench-scale: cluster-binaries
-	$(GO) test -run '^$$' -bench LazyXDSScale -benchtime=1x -timeout 40m ./e2e/scale/
+	$(GO) test -run '^$$' -bench 'LazyXDSScale|SeedScale' -benchtime=1x -timeout 40m ./e2e/scale/
 
 # Side by side through the C ABI host: floor, no-op filter, leanmesh, SDK metrics.
 bench-dataplane:

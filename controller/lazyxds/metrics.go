@@ -12,8 +12,12 @@ type GraphStats struct {
 	Workloads    int
 	Services     int
 	Dependencies int
-	// Learned counts dependencies learned since start (restores excluded).
+	// SeededDependencies are the Dependencies whose origin is telemetry.
+	SeededDependencies int
+	// Learned counts dependencies learned from access logs since start
+	// (restores excluded); Seeded those learned from telemetry.
 	Learned uint64
+	Seeded  uint64
 	// SidecarChanges counts changes returned by Drain.
 	SidecarChanges uint64
 	// FlushLatencySum/Max: time from the first observation that dirtied a
@@ -24,6 +28,7 @@ type GraphStats struct {
 
 type graphMetrics struct {
 	learned atomic.Uint64
+	seeded  atomic.Uint64
 	changes atomic.Uint64
 	latSum  atomic.Int64
 	latMax  atomic.Int64
@@ -57,8 +62,16 @@ func (m *graphMetrics) observeFlush(ns int64) {
 func (g *Graph) Stats() GraphStats {
 	g.mu.RLock()
 	s := GraphStats{Workloads: len(g.workloads), Services: len(g.services), Dependencies: g.depsCount}
+	for _, ds := range g.deps {
+		for _, t := range ds {
+			if t.origin == OriginTelemetry {
+				s.SeededDependencies++
+			}
+		}
+	}
 	g.mu.RUnlock()
 	s.Learned = g.metrics.learned.Load()
+	s.Seeded = g.metrics.seeded.Load()
 	s.SidecarChanges = g.metrics.changes.Load()
 	s.FlushLatencySum = time.Duration(g.metrics.latSum.Load())
 	s.FlushLatencyMax = time.Duration(g.metrics.latMax.Load())
@@ -67,7 +80,9 @@ func (g *Graph) Stats() GraphStats {
 
 var (
 	descLearned = prometheus.NewDesc("leanmesh_lazyxds_dependencies_learned_total",
-		"Dependencies learned from access logs.", nil, nil)
+		"Dependencies learned, by origin (access_log: a call through the egress; telemetry: seedFromTelemetry).", []string{"origin"}, nil)
+	descDeps = prometheus.NewDesc("leanmesh_lazyxds_dependencies",
+		"Dependencies held by the graph, by origin.", []string{"origin"}, nil)
 	descChanges = prometheus.NewDesc("leanmesh_lazyxds_sidecar_changes_total",
 		"Sidecar changes returned by Drain.", nil, nil)
 	descObjects = prometheus.NewDesc("leanmesh_lazyxds_graph_objects",
@@ -81,6 +96,7 @@ type graphCollector struct{ g *Graph }
 
 func (c graphCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLearned
+	ch <- descDeps
 	ch <- descChanges
 	ch <- descObjects
 	c.g.metrics.latHist.Describe(ch)
@@ -88,7 +104,10 @@ func (c graphCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c graphCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.g.Stats()
-	ch <- prometheus.MustNewConstMetric(descLearned, prometheus.CounterValue, float64(s.Learned))
+	ch <- prometheus.MustNewConstMetric(descLearned, prometheus.CounterValue, float64(s.Learned), OriginAccessLog.String())
+	ch <- prometheus.MustNewConstMetric(descLearned, prometheus.CounterValue, float64(s.Seeded), OriginTelemetry.String())
+	ch <- prometheus.MustNewConstMetric(descDeps, prometheus.GaugeValue, float64(s.Dependencies-s.SeededDependencies), OriginAccessLog.String())
+	ch <- prometheus.MustNewConstMetric(descDeps, prometheus.GaugeValue, float64(s.SeededDependencies), OriginTelemetry.String())
 	ch <- prometheus.MustNewConstMetric(descChanges, prometheus.CounterValue, float64(s.SidecarChanges))
 	ch <- prometheus.MustNewConstMetric(descObjects, prometheus.GaugeValue, float64(s.Workloads), "workload")
 	ch <- prometheus.MustNewConstMetric(descObjects, prometheus.GaugeValue, float64(s.Services), "service")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -35,6 +36,10 @@ type Snapshot struct {
 type SnapshotWorkload struct {
 	Workload string     `json:"w"` // "<namespace>/<name>"
 	Deps     [][3]int64 `json:"d"` // [host index, first seen, last seen] (seconds after Base)
+	// Seeded lists the host indexes whose origin is telemetry; absent means
+	// every dependency came from an access log. Optional, so version 1
+	// readers that predate it still read the snapshot (and see no origin).
+	Seeded []int64 `json:"s,omitempty"`
 }
 
 // Snapshot captures every learned dependency.
@@ -68,8 +73,12 @@ func (g *Graph) Snapshot() Snapshot {
 		w := SnapshotWorkload{Workload: k.String()}
 		for h, t := range ds {
 			w.Deps = append(w.Deps, [3]int64{index[h], t.first/1e9 - base, t.last/1e9 - base})
+			if t.origin == OriginTelemetry {
+				w.Seeded = append(w.Seeded, index[h])
+			}
 		}
 		sort.Slice(w.Deps, func(i, j int) bool { return w.Deps[i][0] < w.Deps[j][0] })
+		slices.Sort(w.Seeded)
 		s.Deps = append(s.Deps, w)
 	}
 	sort.Slice(s.Deps, func(i, j int) bool { return s.Deps[i].Workload < s.Deps[j].Workload })
@@ -91,6 +100,7 @@ func (g *Graph) Restore(s Snapshot) error {
 	}
 	var all []dep
 	for _, w := range s.Deps {
+		w.Seeded = slices.Sorted(slices.Values(w.Seeded)) // hand-written snapshots may not be sorted
 		ns, name, ok := strings.Cut(w.Workload, "/")
 		if !ok || ns == "" || name == "" {
 			return fmt.Errorf("lazyxds snapshot: bad workload %q", w.Workload)
@@ -99,7 +109,11 @@ func (g *Graph) Restore(s Snapshot) error {
 			if d[0] < 0 || d[0] >= int64(len(s.Hosts)) {
 				return fmt.Errorf("lazyxds snapshot: workload %q: host index %d out of range", w.Workload, d[0])
 			}
-			all = append(all, dep{WorkloadKey{ns, name}, s.Hosts[d[0]], depTimes{(s.Base + d[1]) * 1e9, (s.Base + d[2]) * 1e9}})
+			t := depTimes{first: (s.Base + d[1]) * 1e9, last: (s.Base + d[2]) * 1e9}
+			if _, seeded := slices.BinarySearch(w.Seeded, d[0]); seeded {
+				t.origin = OriginTelemetry
+			}
+			all = append(all, dep{WorkloadKey{ns, name}, s.Hosts[d[0]], t})
 		}
 	}
 	now := g.opts.Now().UnixNano()
@@ -114,6 +128,7 @@ func (g *Graph) Restore(s Snapshot) error {
 		if t, ok := ds[d.host]; ok {
 			d.t.first = min(d.t.first, t.first)
 			d.t.last = max(d.t.last, t.last)
+			d.t.origin = t.origin // the graph's own record of where it came from wins
 		} else {
 			g.depsCount++
 			addToSet(g.dependents, d.host, d.k)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -45,6 +46,7 @@ func (l *Loop) run(key types.NamespacedName) *policyRuntime {
 // them, then the per-policy objects and status.
 func (l *Loop) flush(ctx context.Context) {
 	now := time.Now()
+	l.scheduleSeeds(ctx, now)
 	l.expireAndReap(now)
 	changes := l.graph.Drain()
 	need := false
@@ -61,6 +63,10 @@ func (l *Loop) flush(ctx context.Context) {
 	}
 	var retry []lazyxds.WorkloadKey
 	for _, ch := range changes {
+		if !ch.Delete && l.seedGate(ch.Workload) {
+			retry = append(retry, ch.Workload) // its policy's first seed is still running
+			continue
+		}
 		if !l.applyChange(ctx, ch, now) {
 			retry = append(retry, ch.Workload)
 		}
@@ -302,7 +308,47 @@ func (l *Loop) desiredInfra() map[string]client.Object {
 			out[infraKey(o)] = o
 		}
 	}
+	l.desiredEgressRoutes(egresses, out)
 	return out
+}
+
+// routingFacts summarise the egress-bound VirtualService copies for status.
+type routingFacts struct {
+	rendered int
+	problems []string // "<ns>/<vs>: <why>", sorted
+}
+
+// desiredEgressRoutes adds the egress-bound copy of every VirtualService that
+// routes a lazy host and records what cannot be copied.
+func (l *Loop) desiredEgressRoutes(egresses map[string]lazyxds.Egress, out map[string]client.Object) {
+	l.mu.Lock()
+	vss := make([]*networkingv1.VirtualService, 0, len(l.vsObjects))
+	for _, vs := range l.vsObjects {
+		vss = append(vss, vs)
+	}
+	l.mu.Unlock()
+	var egs []lazyxds.Egress
+	for _, k := range sortedKeys(egresses) {
+		egs = append(egs, egresses[k])
+	}
+	var facts routingFacts
+	for _, vs := range vss {
+		cp, problems := lazyxds.RenderEgressRoutes(lazyxds.EgressRoutesInput{
+			VirtualService: vs, Egresses: egs, LazyPorts: l.graph.LazyPorts, ClusterDomain: l.opts.ClusterDomain,
+		})
+		facts.problems = append(facts.problems, problems...)
+		if cp == nil {
+			continue
+		}
+		cp.Labels[LabelComponent] = ComponentEgressRoutes
+		out[infraKey(cp)] = cp
+		facts.rendered++
+	}
+	sort.Strings(facts.problems)
+	if facts.rendered != l.routing.rendered || !slices.Equal(facts.problems, l.routing.problems) {
+		l.routing = facts
+		l.markStatus()
+	}
 }
 
 // infraKey is "<Kind>/<ns>/<name>"; every rendered object carries its TypeMeta.
@@ -406,7 +452,7 @@ func (l *Loop) collectGarbage(ctx context.Context) error {
 			return err
 		}
 		for _, o := range list.Items {
-			if c := o.Labels[LabelComponent]; c != ComponentRedirect && c != ComponentEgress {
+			if c := o.Labels[LabelComponent]; c != ComponentRedirect && c != ComponentEgress && c != ComponentEgressRoutes {
 				continue
 			}
 			l.infraApplied[gvk.Kind+"/"+o.Namespace+"/"+o.Name] = infraObject{gvk: gvk}

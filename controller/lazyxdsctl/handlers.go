@@ -281,6 +281,18 @@ func (l *Loop) onVirtualService(obj any, deleted bool) {
 	if !ok {
 		return
 	}
+	key := types.NamespacedName{Namespace: vs.Namespace, Name: vs.Name}
+	l.mu.Lock()
+	if deleted {
+		delete(l.vsObjects, key)
+	} else {
+		l.vsObjects[key] = vs
+	}
+	l.infraDirty = true // its egress-bound copy
+	l.mu.Unlock()
+	if vs.Labels[lazyxds.ManagedByLabel] == lazyxds.ManagedByValue {
+		return // ours (the egress's default route, the copies): no visibility to add
+	}
 	if deleted {
 		l.graph.DeleteVirtualService(vs.Namespace, vs.Name)
 		return

@@ -53,6 +53,8 @@ const (
 	ComponentSidecar  = "lazyxds-sidecar"
 	ComponentRedirect = "lazyxds-redirect"
 	ComponentEgress   = "lazyxds-egress"
+	// ComponentEgressRoutes marks the egress-bound copies of VirtualServices.
+	ComponentEgressRoutes = "lazyxds-egress-routes"
 	// LabelPolicy/LabelPolicyNamespace name the LazyXDS an object was rendered for.
 	LabelPolicy          = "leanmesh.io/lazyxds"
 	LabelPolicyNamespace = "leanmesh.io/lazyxds-namespace"
@@ -170,9 +172,12 @@ type Loop struct {
 	seHosts      map[types.NamespacedName][]string
 	infraDirty   bool // policies, services or ServiceEntries changed: re-render redirects/egress
 	statusDirty  bool
+	seeds        map[types.NamespacedName]*seedState // seedFromTelemetry per policy
+	vsObjects    map[types.NamespacedName]*networkingv1.VirtualService
+	seedDone     chan seedOutcome
 
 	// Flush-goroutine state (no lock needed).
-	persisted     map[lazyxds.WorkloadKey]map[string]struct{}
+	persisted     map[lazyxds.WorkloadKey]map[string]bool // host → seeded (origin telemetry)
 	persistedRaw  []byte
 	lastPersist   time.Time
 	applied       map[lazyxds.WorkloadKey]map[string]struct{} // hosts of deps in the last Sidecar written
@@ -181,7 +186,8 @@ type Loop struct {
 	started       time.Time
 	ready         chan struct{}
 	persistFailed string
-	simulateKill  atomic.Bool // tests: stop like SIGKILL, without the final snapshot write
+	routing       routingFacts // egress-bound VirtualService copies, for status
+	simulateKill  atomic.Bool  // tests: stop like SIGKILL, without the final snapshot write
 }
 
 // Setup builds the loop, registers its metrics and adds it to mgr (it runs
@@ -204,7 +210,10 @@ func Setup(mgr ctrl.Manager, opts Options) (*Loop, error) {
 		userSidecars: map[string]map[string]*networkingv1.Sidecar{},
 		seByHost:     map[string]map[types.NamespacedName]lazyxds.Service{},
 		seHosts:      map[types.NamespacedName][]string{},
-		persisted:    map[lazyxds.WorkloadKey]map[string]struct{}{},
+		persisted:    map[lazyxds.WorkloadKey]map[string]bool{},
+		seeds:        map[types.NamespacedName]*seedState{},
+		vsObjects:    map[types.NamespacedName]*networkingv1.VirtualService{},
+		seedDone:     make(chan seedOutcome, 16),
 		applied:      map[lazyxds.WorkloadKey]map[string]struct{}{},
 		infraApplied: map[string]infraObject{},
 		policyRun:    map[types.NamespacedName]*policyRuntime{},

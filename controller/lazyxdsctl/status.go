@@ -3,8 +3,10 @@ package lazyxdsctl
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -25,6 +27,8 @@ type policyFacts struct {
 	workloads []string // "<ns>/<name>" lazy
 	conflicts []string // "<ns>/<name> (Sidecar <x>)"
 	deps      int
+	seeded    int
+	seed      *seedState // copy; nil without seedFromTelemetry
 }
 
 // writeStatus updates each policy's status when its content changed.
@@ -52,6 +56,17 @@ func (l *Loop) writeStatus(ctx context.Context) {
 		}
 		f.workloads = append(f.workloads, k.String())
 		f.deps += len(l.persisted[k])
+		for _, seeded := range l.persisted[k] {
+			if seeded {
+				f.seeded++
+			}
+		}
+	}
+	for key, st := range l.seeds {
+		if f := facts[key]; f != nil {
+			cp := *st
+			f.seed = &cp
+		}
 	}
 	l.mu.Unlock()
 
@@ -75,6 +90,10 @@ func (l *Loop) writeStatus(ctx context.Context) {
 		if (run.written == nil || len(run.written.ConflictingWorkloads) == 0) && len(st.ConflictingWorkloads) > 0 {
 			l.event(f.p, corev1.EventTypeWarning, v1alpha1.ReasonUserSidecar, "Select",
 				fmt.Sprintf("%d workload(s) already scoped by a user Sidecar are left alone: %s", len(f.conflicts), strings.Join(st.ConflictingWorkloads, ", ")))
+		}
+		if n := newItems(run.written, st.UnreproducibleRoutes); len(n) > 0 {
+			l.event(f.p, corev1.EventTypeWarning, v1alpha1.ReasonRoutesPartial, "Route",
+				"first calls through the lazy egress cannot follow these VirtualService rules (they apply once the dependency is learned): "+strings.Join(n, "; "))
 		}
 		written := st
 		run.written = &written
@@ -118,9 +137,6 @@ func (l *Loop) statusFor(f *policyFacts, run *policyRuntime) v1alpha1.LazyXDSSta
 		}
 		notes = append(notes, fmt.Sprintf("%d workload(s) get no Sidecar (%s)", n, strings.Join(ws, "; ")))
 	}
-	if f.p.Spec.SeedFromTelemetry {
-		notes = append(notes, "seedFromTelemetry is not implemented and has no effect")
-	}
 	switch {
 	case l.persistFailed != "":
 		ready.Status, ready.Reason = metav1.ConditionFalse, v1alpha1.ReasonPersistFailed
@@ -146,5 +162,67 @@ func (l *Loop) statusFor(f *policyFacts, run *policyRuntime) v1alpha1.LazyXDSSta
 		conflict.Message = fmt.Sprintf("%d workload(s) already scoped by a user Sidecar are left alone (not lazy): %s", len(f.conflicts), strings.Join(st.ConflictingWorkloads, ", "))
 	}
 	meta.SetStatusCondition(&st.Conditions, conflict)
+
+	st.SeededDependencies = int32(f.seeded)
+	if f.p.Spec.SeedFromTelemetry == nil {
+		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionSeeded)
+	} else {
+		seeded := metav1.Condition{Type: v1alpha1.ConditionSeeded, ObservedGeneration: gen}
+		ss := &v1alpha1.SeedStatus{}
+		st.Seed = ss
+		switch sd := f.seed; {
+		case sd == nil || sd.lastQuery.IsZero():
+			seeded.Status, seeded.Reason = metav1.ConditionUnknown, v1alpha1.ReasonSeedPending
+			seeded.Message = "querying " + f.p.Spec.SeedFromTelemetry.Prometheus.URL + "; Sidecars wait for the first answer (or its timeout)"
+		default:
+			t := metav1.NewTime(sd.lastQuery.Truncate(time.Second))
+			ss.LastQueryTime = &t
+			if !sd.lastOK.IsZero() {
+				ok := metav1.NewTime(sd.lastOK.Truncate(time.Second))
+				ss.LastSuccessTime = &ok
+				ss.Edges, ss.Added, ss.Skipped, ss.Truncated = int32(sd.edges), int32(sd.applied.Added), int32(sd.applied.Skipped()), sd.truncated
+			}
+			if sd.err != "" {
+				seeded.Status, seeded.Reason = metav1.ConditionFalse, v1alpha1.ReasonSeedFailed
+				seeded.Message = "learning from access logs only until the query works again: " + sd.err
+			} else {
+				seeded.Status, seeded.Reason = metav1.ConditionTrue, v1alpha1.ReasonSeeded
+				seeded.Message = fmt.Sprintf("%d edges, %d new dependencies, %d skipped (caller not lazy here, or destination not a lazy service)",
+					sd.edges, sd.applied.Added, sd.applied.Skipped())
+				if sd.truncated {
+					seeded.Message += fmt.Sprintf("; truncated at maxEdges (%d): quieter edges are learned from access logs", sd.edges)
+				}
+			}
+		}
+		meta.SetStatusCondition(&st.Conditions, seeded)
+	}
+
+	st.EgressVirtualServices = int32(l.routing.rendered)
+	st.UnreproducibleRoutes = l.routing.problems
+	if len(st.UnreproducibleRoutes) > maxReported {
+		st.UnreproducibleRoutes = st.UnreproducibleRoutes[:maxReported]
+	}
+	routing := metav1.Condition{Type: v1alpha1.ConditionRoutingReproduced, ObservedGeneration: gen, Status: metav1.ConditionTrue,
+		Reason: v1alpha1.ReasonRoutesOK, Message: fmt.Sprintf("%d VirtualService(s) of lazy hosts copied to the lazy egress", l.routing.rendered)}
+	if n := len(l.routing.problems); n > 0 {
+		routing.Status, routing.Reason = metav1.ConditionFalse, v1alpha1.ReasonRoutesPartial
+		routing.Message = fmt.Sprintf("%d rule(s) cannot apply to first calls through the egress (listed in status.unreproducibleRoutes); they apply once the dependency is learned", n)
+	}
+	meta.SetStatusCondition(&st.Conditions, routing)
 	return st
+}
+
+// newItems returns the entries of cur that the last written status lacked.
+func newItems(prev *v1alpha1.LazyXDSStatus, cur []string) []string {
+	var had []string
+	if prev != nil {
+		had = prev.UnreproducibleRoutes
+	}
+	var out []string
+	for _, c := range cur {
+		if !slices.Contains(had, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }

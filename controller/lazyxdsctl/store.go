@@ -91,14 +91,19 @@ func (l *Loop) persist(ctx context.Context) error {
 	return nil
 }
 
-func depSet(s lazyxds.Snapshot) map[lazyxds.WorkloadKey]map[string]struct{} {
-	out := make(map[lazyxds.WorkloadKey]map[string]struct{}, len(s.Deps))
+func depSet(s lazyxds.Snapshot) map[lazyxds.WorkloadKey]map[string]bool {
+	out := make(map[lazyxds.WorkloadKey]map[string]bool, len(s.Deps))
 	for _, w := range s.Deps {
 		ns, name, _ := strings.Cut(w.Workload, "/")
-		set := make(map[string]struct{}, len(w.Deps))
+		set := make(map[string]bool, len(w.Deps))
 		for _, d := range w.Deps {
 			if d[0] >= 0 && d[0] < int64(len(s.Hosts)) {
-				set[s.Hosts[d[0]]] = struct{}{}
+				set[s.Hosts[d[0]]] = false
+			}
+		}
+		for _, i := range w.Seeded {
+			if i >= 0 && i < int64(len(s.Hosts)) {
+				set[s.Hosts[i]] = true
 			}
 		}
 		out[lazyxds.WorkloadKey{Namespace: ns, Name: name}] = set

@@ -41,6 +41,10 @@ type SidecarOptions struct {
 	IstioVersion   string // default DefaultIstioProxyVersion
 	// ExtraMetadata is merged over the generated node metadata.
 	ExtraMetadata map[string]any
+	// Router connects as a gateway (node type "router", as proxyv2 in router
+	// mode does) instead of a sidecar: istiod then serves the Gateways and
+	// VirtualServices bound to it.
+	Router bool
 }
 
 // SidecarFor returns options impersonating a workload's pod.
@@ -52,9 +56,14 @@ func SidecarFor(o *WorkloadObjects) SidecarOptions {
 	}
 }
 
-// NodeID is Istio's sidecar node id: sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local.
+// NodeID is Istio's node id: sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local
+// (router~… for a gateway).
 func (o SidecarOptions) NodeID() string {
-	return fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", o.IP, o.PodName, o.Namespace, o.Namespace)
+	typ := "sidecar"
+	if o.Router {
+		typ = "router"
+	}
+	return fmt.Sprintf("%s~%s~%s.%s~%s.svc.cluster.local", typ, o.IP, o.PodName, o.Namespace, o.Namespace)
 }
 
 // Node builds the Envoy node with metadata as istio-proxy (pilot-agent) sends

@@ -51,11 +51,15 @@ type LazyXDSSpec struct {
 	// +optional
 	DependencyExpiry *metav1.Duration `json:"dependencyExpiry,omitempty"`
 
-	// SeedFromTelemetry would pre-learn dependencies from existing
-	// istio_requests_total series. NOT IMPLEMENTED: setting it is reported
-	// in the Ready condition's message and has no effect.
+	// SeedFromTelemetry pre-learns dependencies from the mesh's standard
+	// request metrics (istio_requests_total{reporter="source"}, written by
+	// Istio's telemetry and by leanmesh alike), so workloads start with the
+	// services they were already calling and first calls go direct.
+	// Queried when the policy appears, when the controller starts and every
+	// interval; a failed query is reported (condition Seeded=False) and
+	// leaves learning to the access logs.
 	// +optional
-	SeedFromTelemetry bool `json:"seedFromTelemetry,omitempty"`
+	SeedFromTelemetry *TelemetrySeed `json:"seedFromTelemetry,omitempty"`
 
 	// Egress is the lazy egress gateway first calls go through.
 	// +optional
@@ -63,11 +67,98 @@ type LazyXDSSpec struct {
 	Egress LazyEgress `json:"egress,omitempty"`
 }
 
+// TelemetrySeed says where and how to read the call graph.
+type TelemetrySeed struct {
+	// Prometheus is the server holding the istio_requests_total series.
+	Prometheus PrometheusEndpoint `json:"prometheus"`
+	// LookBack is the window an edge must have been called in (default 24h).
+	// +optional
+	LookBack *metav1.Duration `json:"lookBack,omitempty"`
+	// MinRate is the lowest request rate (requests per second averaged over
+	// LookBack) an edge needs to be seeded, e.g. "0.001". Default "0": any
+	// call in the window.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9]+(\.[0-9]+)?([eE]-?[0-9]+)?$`
+	MinRate string `json:"minRate,omitempty"`
+	// Interval between queries (default 10m); also queried when the policy
+	// appears or changes and when the controller starts.
+	// +optional
+	Interval *metav1.Duration `json:"interval,omitempty"`
+	// MaxEdges bounds one query: the busiest MaxEdges edges are kept
+	// (topk), the rest reported as truncated. Default 200000.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=2000000
+	MaxEdges int32 `json:"maxEdges,omitempty"`
+	// Timeout of one query, server and client side (default 30s).
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+}
+
+// PrometheusEndpoint is a Prometheus HTTP API endpoint. Secrets are read
+// from the LazyXDS's namespace.
+type PrometheusEndpoint struct {
+	// URL of the server, e.g. http://prometheus.monitoring:9090 (a path
+	// prefix is kept: https://host/prometheus).
+	// +kubebuilder:validation:Pattern=`^https?://`
+	// +kubebuilder:validation:MaxLength=2048
+	URL string `json:"url"`
+	// BearerTokenSecret holds a bearer token.
+	// +optional
+	BearerTokenSecret *SecretKeySelector `json:"bearerTokenSecret,omitempty"`
+	// BasicAuth holds a username and password.
+	// +optional
+	BasicAuth *BasicAuth `json:"basicAuth,omitempty"`
+	// TLS configures https URLs.
+	// +optional
+	TLS *PrometheusTLS `json:"tls,omitempty"`
+}
+
+// SecretKeySelector names one key of a Secret in the policy's namespace.
+type SecretKeySelector struct {
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+}
+
+// BasicAuth reads HTTP basic credentials from Secrets.
+type BasicAuth struct {
+	Username SecretKeySelector `json:"username"`
+	Password SecretKeySelector `json:"password"`
+}
+
+// PrometheusTLS configures the client side of TLS.
+type PrometheusTLS struct {
+	// CA verifies the server (PEM); default: the system roots.
+	// +optional
+	CA *SecretKeySelector `json:"ca,omitempty"`
+	// Cert and Key are a client certificate (PEM), both or neither.
+	// +optional
+	Cert *SecretKeySelector `json:"cert,omitempty"`
+	// +optional
+	Key *SecretKeySelector `json:"key,omitempty"`
+	// ServerName overrides the name verified in the server's certificate.
+	// +optional
+	ServerName string `json:"serverName,omitempty"`
+	// InsecureSkipVerify disables server verification (testing only).
+	// +optional
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+}
+
 // Condition types and reasons of LazyXDS.
 const (
 	// ConditionConflict is True when a user's Sidecar already selects a
 	// workload of the policy: that workload is left alone (no leanmesh Sidecar).
 	ConditionConflict = "Conflict"
+	// ConditionSeeded reports the last telemetry seed (only with
+	// seedFromTelemetry). False: the query failed and learning falls back to
+	// the access logs alone.
+	ConditionSeeded = "Seeded"
+	// ConditionRoutingReproduced is False when a VirtualService of a lazy
+	// host has rules the lazy egress cannot apply for the caller (they apply
+	// once the dependency is learned and the call goes direct).
+	ConditionRoutingReproduced = "RoutingReproduced"
 
 	ReasonLearning        = "Learning"
 	ReasonNoWorkloads     = "NoWorkloads"
@@ -76,6 +167,11 @@ const (
 	ReasonUnselectable    = "UnselectableWorkload"
 	ReasonSidecarApplyErr = "SidecarApplyFailed"
 	ReasonPersistFailed   = "PersistFailed"
+	ReasonSeeded          = "Seeded"
+	ReasonSeedFailed      = "SeedQueryFailed"
+	ReasonSeedPending     = "SeedPending"
+	ReasonRoutesOK        = "AllRoutesReproduced"
+	ReasonRoutesPartial   = "UnreproducibleRoutes"
 )
 
 // LazyXDSStatus reports what the loop did for the policy.
@@ -100,6 +196,46 @@ type LazyXDSStatus struct {
 	// ConflictingWorkloads lists "<namespace>/<workload>" left alone (at most 50).
 	// +optional
 	ConflictingWorkloads []string `json:"conflictingWorkloads,omitempty"`
+	// SeededDependencies counts the LearnedDependencies whose origin is
+	// telemetry (seedFromTelemetry) rather than an access log.
+	// +optional
+	SeededDependencies int32 `json:"seededDependencies,omitempty"`
+	// Seed reports the last telemetry query (seedFromTelemetry only).
+	// +optional
+	Seed *SeedStatus `json:"seed,omitempty"`
+	// EgressVirtualServices counts the egress-bound copies of VirtualServices
+	// of lazy hosts the controller renders, so first calls follow the
+	// user's routing.
+	// +optional
+	EgressVirtualServices int32 `json:"egressVirtualServices,omitempty"`
+	// UnreproducibleRoutes lists "<namespace>/<VirtualService>: <why>" for
+	// rules the egress cannot apply to a first call (sourceLabels,
+	// sourceNamespace, gateway-only or per-port matches...), at most 50.
+	// +optional
+	UnreproducibleRoutes []string `json:"unreproducibleRoutes,omitempty"`
+}
+
+// SeedStatus is the outcome of the last telemetry query.
+type SeedStatus struct {
+	// LastQueryTime is when the last query finished (success or not).
+	// +optional
+	LastQueryTime *metav1.Time `json:"lastQueryTime,omitempty"`
+	// LastSuccessTime is when a query last succeeded.
+	// +optional
+	LastSuccessTime *metav1.Time `json:"lastSuccessTime,omitempty"`
+	// Edges returned by the last successful query.
+	// +optional
+	Edges int32 `json:"edges,omitempty"`
+	// Added is how many of them were new dependencies.
+	// +optional
+	Added int32 `json:"added,omitempty"`
+	// Skipped edges: caller not a lazy workload of this policy, or
+	// destination not a known lazy service.
+	// +optional
+	Skipped int32 `json:"skipped,omitempty"`
+	// Truncated is true when the query hit maxEdges.
+	// +optional
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // LazyXDS makes the selected workloads lazy: each gets a Sidecar that starts
@@ -111,6 +247,7 @@ type LazyXDSStatus struct {
 // +kubebuilder:resource:path=lazyxdses,singular=lazyxds,shortName=lxds,categories=leanmesh
 // +kubebuilder:printcolumn:name="Workloads",type=integer,JSONPath=`.status.workloads`
 // +kubebuilder:printcolumn:name="Deps",type=integer,JSONPath=`.status.learnedDependencies`
+// +kubebuilder:printcolumn:name="Seeded",type=integer,JSONPath=`.status.seededDependencies`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Conflict",type=string,JSONPath=`.status.conditions[?(@.type=="Conflict")].status`
 // +kubebuilder:printcolumn:name="Last Flush",type=date,JSONPath=`.status.lastFlushTime`

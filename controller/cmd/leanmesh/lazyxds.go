@@ -24,6 +24,8 @@ import (
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;patch;update,namespace=leanmesh-system
+// seedFromTelemetry's Prometheus credentials, read one by one (never listed or watched):
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 // lazyXDSFlags are the loop's command-line settings.
 type lazyXDSFlags struct {
