@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -14,6 +15,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
@@ -21,7 +24,9 @@ import (
 
 	"github.com/leanmesh/leanmesh/controller/lazyxds"
 	"github.com/leanmesh/leanmesh/controller/lazyxds/als"
+	"github.com/leanmesh/leanmesh/controller/lazyxds/seed"
 	"github.com/leanmesh/leanmesh/e2e/cluster"
+	lmprom "github.com/leanmesh/leanmesh/e2e/prometheus"
 )
 
 // Envoy's per-cluster memory cost (envoy stats_integration_test, see
@@ -283,6 +288,53 @@ func BenchmarkLazyXDSScale(b *testing.B) {
 	fullPushes := fullSC.Snapshot().Pushes(cluster.TypeCluster) - fullPushesBefore
 	lazyAfter := measure(lazySC.Snapshot())
 
+	// First call after enabling, with seeding: a workload whose edges a real
+	// Prometheus already holds becomes lazy; its first Sidecar carries them,
+	// so the proxy's first lazy CDS has the clusters and no call detours.
+	seededW := mk("seeded", "10.250.0.4")
+	called := []cluster.Workload{svcs[5], svcs[6], svcs[7]}
+	reg := prometheus.NewRegistry()
+	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total", Help: "h"},
+		[]string{"reporter", "source_workload", "source_workload_namespace", "destination_service"})
+	reg.MustRegister(reqs)
+	for _, s := range called {
+		reqs.WithLabelValues("source", "seeded", "client", s.Host()).Add(3)
+	}
+	plis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	phs := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+	go func() { _ = phs.Serve(plis) }()
+	defer phs.Close()
+	prom := lmprom.StartT(b, lmprom.Options{ScrapeConfigs: []string{lmprom.StaticJob("mesh", plis.Addr().String())}})
+	prom.WaitScrapedT(b, "mesh", time.Now())
+	alsBefore := srv.Stats().Received
+	seededKey := lazyxds.WorkloadKey{Namespace: "client", Name: "seeded"}
+	enabled := time.Now()
+	g.UpsertWorkload(lazyxds.Workload{Namespace: "client", Name: "seeded", Labels: seededW.Workload.Labels,
+		IPs: []netip.Addr{netip.MustParseAddr(seededW.Workload.IP)}, Lazy: true})
+	sres, err := seed.Fetch(ctx, seed.Config{URL: prom.URL, LookBack: time.Hour, Namespaces: []string{"client"}}, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	applied := g.Seed(sres.Edges, time.Now(), func(k lazyxds.WorkloadKey) bool { return k == seededKey })
+	flush()
+	toSidecar := time.Since(enabled)
+	seededSC := connect(seededW)
+	first, err := seededSC.WaitFor(ctx, func(s cluster.Snapshot) bool { return s.Pushes(cluster.TypeCluster) > 0 })
+	if err != nil {
+		b.Fatal(err)
+	}
+	inFirst := 0
+	for _, s := range called {
+		if first.Has(cluster.TypeCluster, s.OutboundCluster(8080)) {
+			inFirst++
+		}
+	}
+	seededCDS := len(first.Types[cluster.TypeCluster].Resources)
+	detours := srv.Stats().Received - alsBefore
+
 	fmt.Printf("\nlazy xDS at scale: %d services in %d namespaces, real istiod %s\n", n, namespaces, cluster.IstioVersion)
 	fmt.Printf("%-4s %12s %12s %14s %14s %12s %12s\n", "type", "full res", "lazy res", "full bytes", "lazy bytes", "full churn", "lazy churn")
 	for _, typ := range []string{cluster.TypeCluster, cluster.TypeEndpoint, cluster.TypeListener, cluster.TypeRoute} {
@@ -296,11 +348,17 @@ func BenchmarkLazyXDSScale(b *testing.B) {
 		lazy.resources[cluster.TypeCluster], deps, deps+10, 100*cdsRatio)
 	fmt.Printf("first ALS entry -> new cluster in the lazy sidecar's CDS: %v (target <= 2s); lazy CDS now %d; CDS pushes to the other sidecar meanwhile: %d; Sidecar writes %d\n",
 		firstCall.Round(time.Millisecond), lazyAfter.resources[cluster.TypeCluster], fullPushes, writes)
+	fmt.Printf("first call after enabling, with seeding: %d/%d previously observed edges in the caller's first lazy CDS (%d clusters); egress detours (access logs) %d; enable -> Sidecar written %v (query %v, %d edges, %d added)\n",
+		inFirst, len(called), seededCDS, detours, toSidecar.Round(time.Millisecond), sres.Took.Round(time.Millisecond), len(sres.Edges), applied.Added)
 	fmt.Printf("estimated Envoy memory saved on the lazy sidecar: %.1f MB (%d clusters x ~47 KB)\n", saved/1e6, full.resources[cluster.TypeCluster]-lazy.resources[cluster.TypeCluster])
 	b.ReportMetric(float64(lazy.resources[cluster.TypeCluster]), "lazy-clusters")
 	b.ReportMetric(float64(full.resources[cluster.TypeCluster]), "full-clusters")
 	b.ReportMetric(100*cdsRatio, "lazy/full-CDS-bytes-%")
 	b.ReportMetric(float64(firstCall.Milliseconds()), "first-call-to-cluster-ms")
+	b.ReportMetric(float64(detours), "seeded-first-call-detours")
+	if inFirst != len(called) || detours != 0 {
+		b.Errorf("seeded workload: %d/%d edges in its first CDS, %d detours", inFirst, len(called), detours)
+	}
 	if lazy.resources[cluster.TypeCluster] > deps+10 || cdsRatio > 0.05 || firstCall > 2*time.Second {
 		b.Errorf("targets missed")
 	}
