@@ -62,6 +62,7 @@ static int do_load(const char* path, char* err, size_t errn) {
   if (!(L.on_destroy = need_sym("envoyGoFilterOnHttpDestroy", err, errn))) return -1;
   if (!(L.sema_dec = need_sym("envoyGoRequestSemaDec", err, errn))) return -1;
   if (!(L.cleanup = need_sym("envoyGoFilterCleanUp", err, errn))) return -1;
+  x_go_allocs = (void (*)(GoUint64*))dlsym(L.handle, "goAllocStats"); /* optional */
   L.http_loaded = 1;
   /* NetworkFilterDsoImpl: optional */
   L.net_on_config = dlsym(L.handle, "envoyGoFilterOnNetworkFilterConfig");

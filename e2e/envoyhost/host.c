@@ -18,6 +18,7 @@
  *
  * Files (host.c includes them in this order; each opens with the Envoy source it mirrors):
  *   base.c          utilities, Http::HeaderMapImpl, Buffer::OwnedImpl, the event log
+ *   crossings.c     counts of C->Go callbacks and Go->C calls by kind (BENCH reports them)
  *   dispatcher.c    workers and Event::Dispatcher
  *   config.c        the library's entry points, FilterConfig, RoutePluginConfig
  *   spec.c          what a test sets for a stream (StreamInfo, properties, metadata)
@@ -96,7 +97,11 @@
  *                                      follow, then RUN (answers like RUN)
  *   BENCH <n> <k>                      run the last spec n times spread over
  *                                      workers 0..k-1 -> OK <json>
- *                                      {"n","k","wall_ns","cpu_ns","errors",...}
+ *                                      {"n","k","wall_ns","cpu_ns","errors",...,
+ *                                      "go_mallocs","go_alloc_bytes" (Go heap allocations
+ *                                      during the run, -1 without goAllocStats),
+ *                                      "c2go","go2c" (calls by kind), "keys"
+ *                                      (property paths / value ids read)}
  *   LIVE                               -> OK <live requests> <live filters>
  *                                         <live http configs> <live net wrappers>
  *   GC                                 envoyGoFilterCleanUp (forces a Go GC and
@@ -164,6 +169,7 @@ typedef long long GoInt;
 /* The host is one translation unit: host.c includes its parts in this order, so the static
  * helpers stay static and inline as before. Each part opens with the Envoy source it mirrors. */
 #include "base.c"
+#include "crossings.c"
 #include "dispatcher.c"
 #include "config.c"
 #include "spec.c"
@@ -423,6 +429,10 @@ static void handle(char* line) {
     Job* jobs = xcalloc((size_t)k, sizeof(Job));
     atomic_fetch_add(&ev_quiet, 1);
     long capi0 = atomic_load(&ev_capi_errors), elog0 = atomic_load(&ev_error_logs);
+    static XSnap x0, x1; /* large: not on the stack */
+    long long m0, mb0, m1, mb1;
+    x_allocs(&m0, &mb0);
+    x_snap(&x0);
     int64_t w0 = now_ns(), c0 = cpu_ns();
     for (int i = 0; i < k; i++) {
       jobs[i].fn = job_bench;
@@ -450,16 +460,22 @@ static void handle(char* line) {
       pthread_mutex_unlock(&jobs[i].mu);
     }
     int64_t w1 = now_ns(), c1 = cpu_ns();
+    x_snap(&x1);
+    x_allocs(&m1, &mb1);
     atomic_fetch_sub(&ev_quiet, 1);
     if (!ok) {
       reply("ERR timeout: BENCH did not finish within 600s (done %ld of %ld)", atomic_load(&b.done), n);
       return; /* jobs leaked on purpose: workers may still use them */
     }
     free(jobs);
+    SB xj = {0};
+    x_json(&xj, &x0, &x1);
     reply("OK {\"n\":%ld,\"k\":%d,\"wall_ns\":%lld,\"cpu_ns\":%lld,\"errors\":%ld,\"local_replies\":%ld,"
-          "\"capi_errors\":%ld,\"error_logs\":%ld}",
+          "\"capi_errors\":%ld,\"error_logs\":%ld,\"go_mallocs\":%lld,\"go_alloc_bytes\":%lld,%.*s}",
           n, k, (long long)(w1 - w0), (long long)(c1 - c0), atomic_load(&b.errors), atomic_load(&b.local_replies),
-          atomic_load(&ev_capi_errors) - capi0, atomic_load(&ev_error_logs) - elog0);
+          atomic_load(&ev_capi_errors) - capi0, atomic_load(&ev_error_logs) - elog0,
+          m0 < 0 ? -1LL : m1 - m0, mb0 < 0 ? -1LL : mb1 - mb0, (int)xj.n, xj.d ? xj.d : "");
+    sb_free(&xj);
   } else if (!strcmp(c, "LIVE")) {
     /* let the workers run posted deferred deletes first */
     for (int i = 0; g_started && i < g_nworkers; i++) {

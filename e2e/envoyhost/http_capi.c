@@ -53,6 +53,7 @@ static CAPIStatus ret_note(const char* api, CAPIStatus st, HttpReq* r, ProcState
 
 /* Filter::continueStatus */
 CAPIStatus envoyGoFilterHttpContinue(void* sp, int status) {
+  xcount(X_HttpContinue);
   PS_WRAP("HttpContinue");
   if (has_destroyed(f)) DONE("HttpContinue", CAPIFilterIsDestroy);
   if (!is_processing_in_go(s)) DONE("HttpContinue", CAPINotInGo);
@@ -90,6 +91,7 @@ CAPIStatus envoyGoFilterHttpSendLocalReply(void* sp, int response_code, void* bo
                                            int body_text_len, void* headers, int headers_num,
                                            long long int grpc_status, void* details_data,
                                            int details_len) {
+  xcount(X_HttpSendLocalReply);
   PS_WRAP("HttpSendLocalReply");
   DONE("HttpSendLocalReply",
        send_local_reply(f, s, response_code, body_text_data, (size_t)body_text_len, headers, headers_num,
@@ -97,6 +99,7 @@ CAPIStatus envoyGoFilterHttpSendLocalReply(void* sp, int response_code, void* bo
 }
 /* Filter::sendPanicReply */
 CAPIStatus envoyGoFilterHttpSendPanicReply(void* sp, void* details_data, int details_len) {
+  xcount(X_HttpSendPanicReply);
   PS_WRAP("HttpSendPanicReply");
   SB m = {0};
   sb_printf(&m, "[go_plugin_http][%s] filter paniced with error details: %.*s", f->cfg->plugin_name,
@@ -146,6 +149,7 @@ static void task_add_data(void* arg) {
 }
 /* Filter::addData */
 CAPIStatus envoyGoFilterHttpAddData(void* sp, void* data, int data_len, bool is_streaming) {
+  xcount(X_HttpAddData);
   (void)is_streaming;
   PS_WRAP("HttpAddData");
   if (s->ps.state == FS_ProcessingData) DONE("HttpAddData", CAPIInvalidPhase);
@@ -166,6 +170,7 @@ CAPIStatus envoyGoFilterHttpAddData(void* sp, void* data, int data_len, bool is_
 }
 /* Filter::injectData */
 CAPIStatus envoyGoFilterHttpInjectData(void* sp, void* data, int data_len) {
+  xcount(X_HttpInjectData);
   PS_WRAP("HttpInjectData");
   if (has_destroyed(f)) DONE("HttpInjectData", CAPIFilterIsDestroy);
   if (!is_processing_in_go(s)) DONE("HttpInjectData", CAPINotInGo);
@@ -185,6 +190,7 @@ CAPIStatus envoyGoFilterHttpInjectData(void* sp, void* data, int data_len) {
 /* Filter::getHeader */
 CAPIStatus envoyGoFilterHttpGetHeader(void* sp, void* key_data, int key_len, uint64_t* value_data,
                                       int* value_len) {
+  xcount_key(X_HttpGetHeader, key_data, (size_t)key_len);
   PS_WRAP("HttpGetHeader");
   pthread_mutex_lock(&f->mu);
   CAPIStatus st = CAPIOK;
@@ -232,6 +238,7 @@ static CAPIStatus copy_map_to_go(HMap* m, GoString* strs, char* buf, uint64_t nu
 }
 /* Filter::copyHeaders */
 CAPIStatus envoyGoFilterHttpCopyHeaders(void* sp, void* strs, void* buf) {
+  xcount(X_HttpCopyHeaders);
   PS_WRAP("HttpCopyHeaders");
   pthread_mutex_lock(&f->mu);
   CAPIStatus st;
@@ -301,25 +308,30 @@ static CAPIStatus mutate_map(Filter* f, ProcState* s, int trailers, const char* 
 }
 CAPIStatus envoyGoFilterHttpSetHeaderHelper(void* sp, void* key_data, int key_len, void* value_data,
                                             int value_len, headerAction act) {
+  xcount(X_HttpSetHeaderHelper);
   PS_WRAP("HttpSetHeader");
   DONE("HttpSetHeader",
        mutate_map(f, s, 0, key_data, (size_t)key_len, value_data, (size_t)value_len, (int)act));
 }
 CAPIStatus envoyGoFilterHttpRemoveHeader(void* sp, void* key_data, int key_len) {
+  xcount(X_HttpRemoveHeader);
   PS_WRAP("HttpRemoveHeader");
   DONE("HttpRemoveHeader", mutate_map(f, s, 0, key_data, (size_t)key_len, NULL, 0, 2));
 }
 CAPIStatus envoyGoFilterHttpSetTrailer(void* sp, void* key_data, int key_len, void* value,
                                        int value_len, headerAction act) {
+  xcount(X_HttpSetTrailer);
   PS_WRAP("HttpSetTrailer");
   DONE("HttpSetTrailer", mutate_map(f, s, 1, key_data, (size_t)key_len, value, (size_t)value_len, (int)act));
 }
 CAPIStatus envoyGoFilterHttpRemoveTrailer(void* sp, void* key_data, int key_len) {
+  xcount(X_HttpRemoveTrailer);
   PS_WRAP("HttpRemoveTrailer");
   DONE("HttpRemoveTrailer", mutate_map(f, s, 1, key_data, (size_t)key_len, NULL, 0, 2));
 }
 /* Filter::copyTrailers */
 CAPIStatus envoyGoFilterHttpCopyTrailers(void* sp, void* strs, void* buf) {
+  xcount(X_HttpCopyTrailers);
   PS_WRAP("HttpCopyTrailers");
   pthread_mutex_lock(&f->mu);
   CAPIStatus st;
@@ -343,6 +355,7 @@ static CAPIStatus buf_check(Filter* f, ProcState* s, Buf* b) {
   return CAPIOK;
 }
 CAPIStatus envoyGoFilterHttpGetBuffer(void* sp, uint64_t buffer, void* value) {
+  xcount(X_HttpGetBuffer);
   PS_WRAP("HttpGetBuffer");
   Buf* b = (Buf*)(uintptr_t)buffer;
   CAPIStatus st = buf_check(f, s, b);
@@ -350,6 +363,7 @@ CAPIStatus envoyGoFilterHttpGetBuffer(void* sp, uint64_t buffer, void* value) {
   DONE("HttpGetBuffer", st);
 }
 CAPIStatus envoyGoFilterHttpDrainBuffer(void* sp, uint64_t buffer, uint64_t length) {
+  xcount(X_HttpDrainBuffer);
   PS_WRAP("HttpDrainBuffer");
   Buf* b = (Buf*)(uintptr_t)buffer;
   CAPIStatus st = buf_check(f, s, b);
@@ -361,6 +375,7 @@ CAPIStatus envoyGoFilterHttpDrainBuffer(void* sp, uint64_t buffer, uint64_t leng
 }
 CAPIStatus envoyGoFilterHttpSetBufferHelper(void* sp, uint64_t buffer, void* data, int length,
                                             bufferAction action) {
+  xcount(X_HttpSetBufferHelper);
   PS_WRAP("HttpSetBuffer");
   Buf* b = (Buf*)(uintptr_t)buffer;
   CAPIStatus st = buf_check(f, s, b);
@@ -398,6 +413,7 @@ static int authority_is_ip(const char* h, size_t n) {
 /* Filter::setUpstreamOverrideHost */
 CAPIStatus envoyGoFilterHttpSetUpstreamOverrideHost(void* sp, void* host_data, int host_len,
                                                     bool strict) {
+  xcount(X_HttpSetUpstreamOverrideHost);
   (void)strict;
   PS_WRAP("HttpSetUpstreamOverrideHost");
   if (has_destroyed(f)) DONE("HttpSetUpstreamOverrideHost", CAPIFilterIsDestroy);
@@ -414,6 +430,7 @@ CAPIStatus envoyGoFilterHttpSetUpstreamOverrideHost(void* sp, void* host_data, i
 
 /* Filter::clearRouteCache */
 CAPIStatus envoyGoFilterHttpClearRouteCache(void* rp, bool refresh) {
+  xcount(X_HttpClearRouteCache);
   (void)refresh;
   REQ_WRAP("HttpClearRouteCache");
   if (has_destroyed(f)) RDONE("HttpClearRouteCache", CAPIFilterIsDestroy);

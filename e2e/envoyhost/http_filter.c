@@ -35,6 +35,7 @@ static uint64_t do_headers_go(Filter* f, ProcState* s, HMap* h, int end) {
   init_request(f);
   s->passed_hnum = (uint64_t)h->n;
   s->passed_hbytes = h->bytes;
+  xcount(X_OnHttpHeader);
   uint64_t st = L.on_header(&s->ps, end ? 1 : 0, (uint64_t)h->n, h->bytes);
   record_call(f, "OnHttpHeader", s->ps.is_encoding ? ENC : DEC, st);
   return st;
@@ -56,6 +57,7 @@ static int do_data_go(Filter* f, ProcState* s, Buf* data, int end) {
   s->ps.state = FS_ProcessingData; /* processData */
   s->do_end_stream = end;
   Buf* b = ddl_push(s, data);
+  xcount(X_OnHttpData);
   uint64_t st = L.on_data(&s->ps, end ? 1 : 0, (uint64_t)(uintptr_t)b, b->len);
   record_call(f, "OnHttpData", s->ps.is_encoding ? ENC : DEC, st);
   return handle_data_status(s, st);
@@ -93,6 +95,7 @@ static int do_trailer_go(Filter* f, ProcState* s, HMap* t) {
   s->do_end_stream = 1;
   s->passed_tnum = (uint64_t)t->n;
   s->passed_tbytes = t->bytes;
+  xcount(X_OnHttpHeader);
   uint64_t st = L.on_header(&s->ps, 1, (uint64_t)t->n, t->bytes);
   record_call(f, "OnHttpHeader", s->ps.is_encoding ? ENC : DEC, st);
   return handle_trailer_status(s, st);

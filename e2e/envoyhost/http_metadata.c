@@ -76,6 +76,7 @@ static void task_meta(void* arg) {
     switch (a->kind) {
     case 0:
       populate_metadata(f, a->name, a->n, a->buf_data, a->buf_len);
+      xcount(X_RequestSemaDec);
       L.sema_dec(&f->req->r);
       break;
     case 1: {
@@ -90,6 +91,7 @@ static void task_meta(void* arg) {
         *a->buf_data = (uint64_t)(uintptr_t)f->req->str.d;
         *a->buf_len = (int)f->req->str.n;
       }
+      xcount(X_RequestSemaDec);
       L.sema_dec(&f->req->r);
       break;
     }
@@ -104,6 +106,7 @@ static void task_meta(void* arg) {
       *a->rc = st;
       note_capi_key("HttpGetStringProperty(posted)", (CAPIStatus)st, f->req, NULL, a->key, a->kl);
       sb_free(&tmp);
+      xcount(X_RequestSemaDec);
       L.sema_dec(&f->req->r);
       break;
     }
@@ -128,6 +131,7 @@ static MetaArgs* meta_args(Filter* f, int kind) {
 /* Filter::getDynamicMetadata */
 CAPIStatus envoyGoFilterHttpGetDynamicMetadata(void* rp, void* name_data, int name_len,
                                                uint64_t* buf_data, int* buf_len) {
+  xcount(X_HttpGetDynamicMetadata);
   REQ_WRAP("HttpGetDynamicMetadata");
   pthread_mutex_lock(&f->mu);
   CAPIStatus st = CAPIOK;
@@ -150,6 +154,7 @@ CAPIStatus envoyGoFilterHttpGetDynamicMetadata(void* rp, void* name_data, int na
 /* Filter::setDynamicMetadata */
 CAPIStatus envoyGoFilterHttpSetDynamicMetadata(void* rp, void* name_data, int name_len, void* key_data,
                                                int key_len, void* buf_data, int buf_len) {
+  xcount(X_HttpSetDynamicMetadata);
   REQ_WRAP("HttpSetDynamicMetadata");
   if (has_destroyed(f)) RDONE("HttpSetDynamicMetadata", CAPIFilterIsDestroy);
   if (!is_thread_safe(f->w)) {
@@ -172,6 +177,7 @@ CAPIStatus envoyGoFilterHttpSetDynamicMetadata(void* rp, void* name_data, int na
 CAPIStatus envoyGoFilterHttpSetStringFilterState(void* rp, void* key_data, int key_len, void* value_data,
                                                  int value_len, int state_type, int life_span,
                                                  int stream_sharing) {
+  xcount(X_HttpSetStringFilterState);
   REQ_WRAP("HttpSetStringFilterState");
   (void)life_span;
   (void)stream_sharing;
@@ -192,6 +198,7 @@ CAPIStatus envoyGoFilterHttpSetStringFilterState(void* rp, void* key_data, int k
 /* Filter::getStringFilterState */
 CAPIStatus envoyGoFilterHttpGetStringFilterState(void* rp, void* key_data, int key_len,
                                                  uint64_t* value_data, int* value_len) {
+  xcount(X_HttpGetStringFilterState);
   REQ_WRAP("HttpGetStringFilterState");
   pthread_mutex_lock(&f->mu);
   CAPIStatus st = CAPIOK;
@@ -219,6 +226,7 @@ CAPIStatus envoyGoFilterHttpGetStringFilterState(void* rp, void* key_data, int k
 /* Filter::getStringProperty */
 CAPIStatus envoyGoFilterHttpGetStringProperty(void* rp, void* key_data, int key_len, uint64_t* value_data,
                                               int* value_len, int* rc) {
+  xcount_key(X_HttpGetStringProperty, key_data, (size_t)key_len);
   REQ_WRAP("HttpGetStringProperty");
   pthread_mutex_lock(&f->mu);
   CAPIStatus st;
@@ -251,6 +259,7 @@ CAPIStatus envoyGoFilterHttpGetStringProperty(void* rp, void* key_data, int key_
 /* Filter::getSecret: the host configures no generic secrets */
 CAPIStatus envoyGoFilterHttpGetStringSecret(void* rp, void* key_data, int key_len, uint64_t* value_data,
                                             int* value_len) {
+  xcount(X_HttpGetStringSecret);
   (void)key_data;
   (void)key_len;
   (void)value_data;
@@ -272,6 +281,7 @@ CAPIStatus envoyGoFilterHttpGetStringSecret(void* rp, void* key_data, int key_le
 }
 /* Filter::setDrainConnectionUponCompletion */
 CAPIStatus envoyGoFilterHttpSetDrainConnectionUponCompletion(void* rp) {
+  xcount(X_HttpSetDrainConnectionUponCompletion);
   REQ_WRAP("HttpSetDrainConnectionUponCompletion");
   pthread_mutex_lock(&f->mu);
   CAPIStatus st = has_destroyed(f) ? CAPIFilterIsDestroy : CAPIOK;
@@ -286,6 +296,7 @@ static void task_deferred_delete(void* arg) {
 }
 /* envoyGoFilterHttpFinalize + Filter::deferredDeleteRequest */
 void envoyGoFilterHttpFinalize(void* rp, int reason) {
+  xcount(X_HttpFinalize);
   (void)reason;
   HttpReq* r = rp;
   Filter* f = weak_lock(r);
@@ -303,6 +314,7 @@ static void floor_finalize(httpRequest* r, GoUint64 reason) { envoyGoFilterHttpF
 
 /* common/log/cgo.cc */
 void envoyGoFilterLog(uint32_t level, void* message_data, int message_len) {
+  xcount(X_Log);
   if (level >= 4) atomic_fetch_add(&ev_error_logs, 1);
   if ((int)level < g_log_level || level >= 6) return;
   if (!atomic_load(&ev_quiet)) {
@@ -319,6 +331,7 @@ uint32_t envoyGoFilterLogLevel(void) { return (uint32_t)g_log_level; }
 
 /* envoyGoConfigHttpFinalize */
 void envoyGoConfigHttpFinalize(void* c) {
+  xcount(X_ConfigHttpFinalize);
   HttpCfgInternal* ci = c;
   pthread_mutex_lock(&g_cfg_mu);
   if (ci->weak) ci->weak->internal = NULL;
@@ -342,6 +355,7 @@ static Metric* metric_find(FilterConfig* fc, uint32_t id) {
 /* FilterConfig::defineMetric */
 CAPIStatus envoyGoFilterHttpDefineMetric(void* c, uint32_t metric_type, void* name_data, int name_len,
                                          uint32_t* metric_id) {
+  xcount(X_HttpDefineMetric);
   FilterConfig* fc = cfg_lock(c);
   if (!fc) return ret_note("HttpDefineMetric", CAPIFilterIsGone, NULL, NULL);
   pthread_mutex_lock(&fc->mu);
@@ -379,6 +393,7 @@ static void metric_sync(FilterConfig* fc, Metric* m) { /* same name = same Envoy
 }
 /* FilterConfig::incrementMetric */
 CAPIStatus envoyGoFilterHttpIncrementMetric(void* c, uint32_t metric_id, int64_t offset) {
+  xcount(X_HttpIncrementMetric);
   FilterConfig* fc = cfg_lock(c);
   if (!fc) return ret_note("HttpIncrementMetric", CAPIFilterIsGone, NULL, NULL);
   pthread_mutex_lock(&fc->mu);
@@ -396,6 +411,7 @@ CAPIStatus envoyGoFilterHttpIncrementMetric(void* c, uint32_t metric_id, int64_t
 }
 /* FilterConfig::getMetric */
 CAPIStatus envoyGoFilterHttpGetMetric(void* c, uint32_t metric_id, uint64_t* value) {
+  xcount(X_HttpGetMetric);
   FilterConfig* fc = cfg_lock(c);
   if (!fc) return ret_note("HttpGetMetric", CAPIFilterIsGone, NULL, NULL);
   pthread_mutex_lock(&fc->mu);
@@ -406,6 +422,7 @@ CAPIStatus envoyGoFilterHttpGetMetric(void* c, uint32_t metric_id, uint64_t* val
 }
 /* FilterConfig::recordMetric */
 CAPIStatus envoyGoFilterHttpRecordMetric(void* c, uint32_t metric_id, uint64_t value) {
+  xcount(X_HttpRecordMetric);
   FilterConfig* fc = cfg_lock(c);
   if (!fc) return ret_note("HttpRecordMetric", CAPIFilterIsGone, NULL, NULL);
   pthread_mutex_lock(&fc->mu);

@@ -70,6 +70,7 @@ static Filter* filter_new(Worker* w, FilterConfig* cfg, RouteCfg* route, Spec* s
 static void filter_on_stream_complete(Filter* f) {
   if (!f->req) return;
   atomic_store(&f->req->r.is_golang_processing_log, 1);
+  xcount(X_OnHttpStreamComplete);
   L.on_stream_complete(&f->req->r);
   atomic_store(&f->req->r.is_golang_processing_log, 0);
   record_call(f, "OnHttpStreamComplete", 2, 0);
@@ -112,6 +113,7 @@ static void filter_log(Filter* f, int type) {
     r->enc.passed_tbytes = stb;
   }
   atomic_store(&r->r.is_golang_processing_log, 1);
+  xcount(X_OnHttpLog);
   L.on_log(&r->r, (GoUint64)type, &r->dec.ps, &r->enc.ps, rhn, rhb, rtn, rtb, shn, shb, stn, stb);
   atomic_store(&r->r.is_golang_processing_log, 0);
   record_call(f, "OnHttpLog", 2, (uint64_t)type);
@@ -130,6 +132,7 @@ static void filter_on_destroy(Filter* f) {
   if (already) return;
   int reason = filter_in_go(f) ? 1 /* Terminate */ : 0 /* Normal */;
   f->destroy_reason = reason;
+  xcount(X_OnHttpDestroy);
   L.on_destroy(&f->req->r, (GoUint64)reason);
   record_call(f, "OnHttpDestroy", 2, (uint64_t)reason);
 }

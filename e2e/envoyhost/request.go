@@ -503,6 +503,54 @@ type BenchResult struct {
 	CAPIErrors   int           `json:"capi_errors"`
 	ErrorLogs    int           `json:"error_logs"`
 	Wall         time.Duration `json:"-"`
+	// Go heap allocations in the library during the run (runtime.MemStats
+	// Mallocs and TotalAlloc deltas); -1 when the library does not export
+	// goAllocStats.
+	GoMallocs    int64 `json:"go_mallocs"`
+	GoAllocBytes int64 `json:"go_alloc_bytes"`
+	// Boundary crossings during the run, by kind: C->Go callbacks (the
+	// envoyGoFilterOnHttp* entry points) and Go->C host functions (cgo.cc's
+	// envoyGoFilterHttp*, without the envoyGoFilter prefix).
+	C2Go map[string]int64 `json:"c2go"`
+	Go2C map[string]int64 `json:"go2c"`
+	// Keys counts property paths and stream-info value ids read, as
+	// "HttpGetStringProperty request.duration" or "HttpGetIntegerValue 2".
+	Keys map[string]int64 `json:"keys"`
+}
+
+// Crossings is the per-request cost of a Bench run that a machine's speed
+// does not change: calls across the boundary and Go allocations.
+type Crossings struct {
+	C2Go, Go2C        float64
+	Allocs, AllocByte float64 // -1: unknown
+	// ByKind: calls per request of each C->Go and Go->C kind.
+	ByKind map[string]float64
+	// Keys: reads per request of each property path / value id.
+	Keys map[string]float64
+}
+
+// PerRequest divides the run's counts by its requests.
+func (b *BenchResult) PerRequest() Crossings {
+	n := float64(b.N)
+	c := Crossings{ByKind: map[string]float64{}, Keys: map[string]float64{}, Allocs: -1, AllocByte: -1}
+	if n == 0 {
+		return c
+	}
+	for k, v := range b.C2Go {
+		c.C2Go += float64(v) / n
+		c.ByKind[k] = float64(v) / n
+	}
+	for k, v := range b.Go2C {
+		c.Go2C += float64(v) / n
+		c.ByKind[k] = float64(v) / n
+	}
+	for k, v := range b.Keys {
+		c.Keys[k] = float64(v) / n
+	}
+	if b.GoMallocs >= 0 {
+		c.Allocs, c.AllocByte = float64(b.GoMallocs)/n, float64(b.GoAllocBytes)/n
+	}
+	return c
 }
 
 // CPUPerRequest is process CPU time per request.

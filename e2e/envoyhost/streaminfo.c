@@ -38,6 +38,7 @@ static int protocol_id(Filter* f) {
 
 /* Filter::getIntegerValue */
 CAPIStatus envoyGoFilterHttpGetIntegerValue(void* rp, int id, uint64_t* value) {
+  xcount_id(X_HttpGetIntegerValue, id);
   REQ_WRAP("HttpGetIntegerValue");
   pthread_mutex_lock(&f->mu);
   CAPIStatus st = CAPIOK;
@@ -106,6 +107,7 @@ out:
 
 /* Filter::getStringValue */
 CAPIStatus envoyGoFilterHttpGetStringValue(void* rp, int id, uint64_t* value_data, int* value_len) {
+  xcount_id(X_HttpGetStringValue, id);
   REQ_WRAP("HttpGetStringValue");
   pthread_mutex_lock(&f->mu);
   CAPIStatus st = CAPIOK;

@@ -16,6 +16,10 @@ type clusterInfo struct {
 	service   *telemetry.Service // from filter_metadata.istio.services[0]; nil if none
 	inMesh    bool               // an Istio outbound cluster of a mesh service
 	disableMX bool               // istio.disable_mx, or marked external
+	// The local certificate's URI SAN on this cluster's TLS connections,
+	// once read (guarded by the worker's mutex; see filter.localSAN).
+	localSAN    string
+	hasLocalSAN bool
 }
 
 // decodeClusterInfo parses a serialized envoy.config.core.v3.Metadata.

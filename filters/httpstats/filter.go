@@ -45,6 +45,11 @@ type filter struct {
 	requestMXID, requestMXValue bool
 	reqFrames                   grpcFrames
 	respFrames                  grpcFrames
+	// Body bytes seen in the data callbacks, and whether DecodeHeaders ran:
+	// with the header sizes OnLog gets, they make request.total_size and
+	// response.total_size without two property reads (see totalSizes).
+	sawHeaders        bool
+	reqBody, respBody uint64
 }
 
 func (f *filter) worker() *workerState {
@@ -53,6 +58,7 @@ func (f *filter) worker() *workerState {
 
 func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status api.StatusType) {
 	defer panicsafe.Recover("DecodeHeaders", &status, api.Continue, nil)
+	f.sawHeaders = true
 	f.local = f.cfg.localIdentity(f.cb)
 	f.isGRPC = strings.HasPrefix(h.GetRaw("content-type"), "application/grpc")
 	mode := f.cfg.c.MetadataExchange.Mode
@@ -126,6 +132,7 @@ func (f *filter) lookupPeer(id, value string) *telemetry.Peer {
 
 func (f *filter) DecodeData(b api.BufferInstance, endStream bool) (status api.StatusType) {
 	defer panicsafe.Recover("DecodeData", &status, api.Continue, nil)
+	f.reqBody += uint64(b.Len()) // the SDK's Len is not a C call
 	if f.isGRPC && f.cfg.c.GRPCMessageCounts {
 		f.reqFrames.feed(b.Bytes())
 	}
@@ -164,6 +171,7 @@ func (f *filter) EncodeHeaders(h api.ResponseHeaderMap, endStream bool) (status 
 
 func (f *filter) EncodeData(b api.BufferInstance, endStream bool) (status api.StatusType) {
 	defer panicsafe.Recover("EncodeData", &status, api.Continue, nil)
+	f.respBody += uint64(b.Len())
 	if f.isGRPC && f.cfg.c.GRPCMessageCounts {
 		f.respFrames.feed(b.Bytes())
 	}

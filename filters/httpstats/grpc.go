@@ -2,20 +2,45 @@ package httpstats
 
 import "github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 
-// grpcStatus reads grpc-status from trailers, or from headers for a
-// trailers-only response, as Envoy's Grpc::Common::getGrpcStatus. Trailers
-// are read with Get: the SDK's GetRaw on a trailer map reads the header map
-// of the same phase (Filter::getHeader uses state.headers), so it would miss.
-func grpcStatus(tr api.ResponseTrailerMap, h api.ResponseHeaderMap) string {
+// grpcStatus is Envoy's Grpc::Common::getGrpcStatus(trailers, headers, info)
+// as Istio's stats filter uses it: grpc-status from the trailers, else from
+// the headers (a trailers-only response), else inferred from the HTTP status
+// (Grpc::Utility::httpToGrpcStatus), else none. Trailers are read with Get:
+// the SDK's GetRaw on a trailer map reads the header map of the same phase
+// (Filter::getHeader uses state.headers), so it would miss.
+func grpcStatus(tr api.ResponseTrailerMap, h api.ResponseHeaderMap, code uint32, hasCode bool) string {
 	if tr != nil {
 		if s, ok := tr.Get("grpc-status"); ok && s != "" {
 			return s
 		}
 	}
 	if h != nil {
-		return h.GetRaw("grpc-status")
+		if s := h.GetRaw("grpc-status"); s != "" {
+			return s
+		}
 	}
-	return ""
+	if !hasCode {
+		return ""
+	}
+	return httpToGRPCStatus(code)
+}
+
+// httpToGRPCStatus mirrors Grpc::Utility::httpToGrpcStatus
+// (source/common/grpc/status.cc, from grpc's http-grpc-status-mapping.md).
+func httpToGRPCStatus(code uint32) string {
+	switch code {
+	case 400:
+		return "13" // Internal
+	case 401:
+		return "16" // Unauthenticated
+	case 403:
+		return "7" // PermissionDenied
+	case 404:
+		return "12" // Unimplemented
+	case 429, 502, 503, 504:
+		return "14" // Unavailable
+	}
+	return "2" // Unknown
 }
 
 // grpcFrames counts gRPC length-prefixed messages across data chunks: Envoy's

@@ -51,3 +51,42 @@ func TestGRPCFramesCount(t *testing.T) {
 		}
 	}
 }
+
+func TestGRPCStatusFallback(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		trailers *headers
+		headers  *headers
+		code     uint32
+		hasCode  bool
+		want     string
+	}{
+		{"trailers win", newHeaders("grpc-status", "5"), newHeaders("grpc-status", "3"), 200, true, "5"},
+		{"trailers-only response", nil, newHeaders("grpc-status", "3"), 200, true, "3"},
+		{"no grpc-status: from HTTP 200", nil, newHeaders(), 200, true, "2"},
+		{"from HTTP 503", nil, newHeaders(), 503, true, "14"},
+		{"from HTTP 404", nil, nil, 404, true, "12"},
+		{"from HTTP 400", nil, nil, 400, true, "13"},
+		{"from HTTP 401", nil, nil, 401, true, "16"},
+		{"from HTTP 403", nil, nil, 403, true, "7"},
+		{"from HTTP 429", nil, nil, 429, true, "14"},
+		{"no code", nil, nil, 0, false, ""},
+	} {
+		var tr *trailers
+		if c.trailers != nil {
+			tr = &trailers{Headers: c.trailers}
+		}
+		var got string
+		switch {
+		case tr != nil && c.headers != nil:
+			got = grpcStatus(*tr, c.headers, c.code, c.hasCode)
+		case c.headers != nil:
+			got = grpcStatus(nil, c.headers, c.code, c.hasCode)
+		default:
+			got = grpcStatus(nil, nil, c.code, c.hasCode)
+		}
+		if got != c.want {
+			t.Errorf("%s: %q, want %q (Grpc::Common::getGrpcStatus(trailers, headers, info))", c.name, got, c.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package httpstats
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
@@ -20,12 +21,13 @@ func (f *filter) record(reqHdr api.RequestHeaderMap, respHdr api.ResponseHeaderM
 		f.local = f.cfg.localIdentity(f.cb)
 	}
 	k := telemetry.Key{Reporter: c.Reporter, Local: f.local.peer, Peer: f.peer, ResponseFlags: "-"}
+	code, hasCode := info.ResponseCode()
+	if hasCode {
+		k.ResponseCode = uint16(code)
+	}
 	if f.isGRPC {
 		k.Protocol = telemetry.ProtocolGRPC
-		k.GRPCStatus = grpcStatus(respTrailer, respHdr)
-	}
-	if code, ok := info.ResponseCode(); ok {
-		k.ResponseCode = uint16(code)
+		k.GRPCStatus = grpcStatus(respTrailer, respHdr, code, hasCode)
 	}
 
 	// Each StreamInfo/property read is a C call: read only what the label
@@ -64,10 +66,10 @@ func (f *filter) record(reqHdr api.RequestHeaderMap, respHdr api.ResponseHeaderM
 
 	if c.Reporter == telemetry.ReporterDestination {
 		k.PeerPrincipal, _ = f.cb.GetProperty("connection.uri_san_peer_certificate")
-		k.LocalPrincipal, _ = f.cb.GetProperty("connection.uri_san_local_certificate")
+		k.LocalPrincipal = f.localSAN(w, ci, k.PeerPrincipal, "connection.uri_san_local_certificate")
 	} else {
 		k.PeerPrincipal, _ = f.cb.GetProperty("upstream.uri_san_peer_certificate")
-		k.LocalPrincipal, _ = f.cb.GetProperty("upstream.uri_san_local_certificate")
+		k.LocalPrincipal = f.localSAN(w, ci, k.PeerPrincipal, "upstream.uri_san_local_certificate")
 		if k.Peer == nil {
 			k.Peer = f.endpointPeer(w)
 		}
@@ -82,17 +84,7 @@ func (f *filter) record(reqHdr api.RequestHeaderMap, respHdr api.ResponseHeaderM
 			obs.DurationMs, obs.HasDuration = uint64(dur/time.Millisecond), true
 		}
 	}
-	// Envoy's Go API has no downstream wire-byte meter; total_size (headers
-	// plus body, as Envoy's attributes define it) is the closest measure.
-	rq, err1 := f.cb.GetProperty("request.total_size")
-	rs, err2 := f.cb.GetProperty("response.total_size")
-	if err1 == nil && err2 == nil {
-		a, e1 := strconv.ParseUint(rq, 10, 64)
-		b, e2 := strconv.ParseUint(rs, 10, 64)
-		if e1 == nil && e2 == nil {
-			obs.RequestBytes, obs.ResponseBytes, obs.HasBytes = a, b, true
-		}
-	}
+	obs.RequestBytes, obs.ResponseBytes, obs.HasBytes = f.totalSizes(reqHdr, respHdr, respTrailer)
 	obs.RequestMessages, obs.ResponseMessages = f.reqFrames.count, f.respFrames.count
 	f.cfg.registry.RecordHTTP(workerID, &k, &obs)
 }
@@ -134,4 +126,71 @@ func (f *filter) dimensions(reqHdr api.RequestHeaderMap) string {
 		}
 	}
 	return telemetry.JoinExtra(vals)
+}
+
+// totalSizes returns request.total_size and response.total_size as Envoy's
+// attributes define them (extensions/filters/common/expr/context.cc):
+// bytesReceived + request headers' byteSize, and bytesSent + response
+// headers' + trailers' byteSize; the Go API has no downstream wire-byte
+// meter, and these are the closest measure. Envoy's golang filter hands
+// OnLog the byteSize of exactly those maps (Filter::log), and the body bytes
+// are counted in the data callbacks, so no property read is needed. The
+// body bytes are those that pass leanmesh's position in the chain: they
+// equal bytesReceived/bytesSent unless a filter between leanmesh and the
+// downstream rewrites a body. When leanmesh saw no headers (a local reply
+// from an earlier filter) or the header sizes are not readable (another SDK
+// layout), it reads the two properties instead.
+func (f *filter) totalSizes(reqHdr api.RequestHeaderMap, respHdr api.ResponseHeaderMap, respTrailer api.ResponseTrailerMap) (rq, rs uint64, ok bool) {
+	if f.sawHeaders {
+		hq, ok1 := headerBytes(reqHdr)
+		hs, ok2 := headerBytes(respHdr)
+		ht, ok3 := headerBytes(respTrailer)
+		if ok1 && ok2 && ok3 {
+			return f.reqBody + hq, f.respBody + hs + ht, true
+		}
+	}
+	a, err1 := f.cb.GetProperty("request.total_size")
+	b, err2 := f.cb.GetProperty("response.total_size")
+	if err1 != nil || err2 != nil {
+		return 0, 0, false
+	}
+	rq, e1 := strconv.ParseUint(a, 10, 64)
+	rs, e2 := strconv.ParseUint(b, 10, 64)
+	return rq, rs, e1 == nil && e2 == nil
+}
+
+// headerBytes is a map's byteSize as the SDK received it; a nil map is 0
+// (Envoy adds nothing for a missing map).
+func headerBytes(h api.HeaderMap) (uint64, bool) {
+	if h == nil {
+		return 0, true
+	}
+	return Headers.ByteSize(h)
+}
+
+// localSAN returns the local certificate's URI SAN. With a peer SAN present
+// the connection is TLS with the certificate the cluster's (outbound) or the
+// inbound port's transport socket holds, the same for every request on that
+// cluster: it is read once per cluster and worker, with the cluster
+// metadata's lifetime (docs/cluster-metadata.md). Without a peer SAN, or
+// without a cluster, it is read per request.
+func (f *filter) localSAN(w *workerState, ci *clusterInfo, peerSAN, property string) string {
+	if peerSAN == "" || ci == nil {
+		s, _ := f.cb.GetProperty(property)
+		return s
+	}
+	w.mu.Lock()
+	s, ok := ci.localSAN, ci.hasLocalSAN
+	w.mu.Unlock()
+	if ok {
+		return s
+	}
+	s, err := f.cb.GetProperty(property)
+	if err != nil || s == "" {
+		return s // not cached: a missing SAN may be a transient state
+	}
+	w.mu.Lock()
+	ci.localSAN, ci.hasLocalSAN = strings.Clone(s), true
+	w.mu.Unlock()
+	return s
 }

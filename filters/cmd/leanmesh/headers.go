@@ -24,49 +24,75 @@ var sdkCAPI api.HttpCAPI
 // directHeaders writes through the C API when the header map is one of the
 // SDK's own types with the layout this file was written against (v1.39:
 // requestHeaderMapImpl{requestOrResponseHeaderMapImpl{headerMapImpl{state *processState, ...}}});
-// anything else (another SDK version, a wrapper) falls back to Set/Del.
+// anything else (another SDK version, a wrapper) falls back to Set/Del. It
+// reads headerMapImpl.headerBytes (what Envoy passed for the map) the same
+// way, for header and trailer maps.
 type directHeaders struct{}
 
-var layoutOK sync.Map // reflect.Type -> bool
+// layout is what checkLayout learned about a map type.
+type layout struct {
+	ok          bool    // a headerMapImpl at offset 0 with state first
+	writable    bool    // a header (not trailer) map: Set/Del may use the state
+	bytesOffset uintptr // offset of headerMapImpl.headerBytes (uint64)
+}
+
+var layouts sync.Map // reflect.Type -> layout
+
+func layoutOf(h api.HeaderMap) (layout, unsafe.Pointer) {
+	t := reflect.TypeOf(h)
+	v, seen := layouts.Load(t)
+	if !seen {
+		v = checkLayout(t)
+		layouts.Store(t, v)
+	}
+	l := v.(layout)
+	if !l.ok {
+		return l, nil
+	}
+	// The interface's data word points at the struct that starts with the
+	// headerMapImpl (checked by checkLayout).
+	return l, (*[2]unsafe.Pointer)(unsafe.Pointer(&h))[1]
+}
 
 func stateOf(h api.HeaderMap) (unsafe.Pointer, bool) {
-	t := reflect.TypeOf(h)
-	ok, seen := layoutOK.Load(t)
-	if !seen {
-		ok = checkLayout(t)
-		layoutOK.Store(t, ok)
-	}
-	if !ok.(bool) || sdkCAPI == nil {
+	l, data := layoutOf(h)
+	if !l.ok || !l.writable || sdkCAPI == nil || data == nil {
 		return nil, false
 	}
-	// The interface's data word points at the struct whose first word is
-	// the state pointer (checked by checkLayout).
-	data := (*[2]unsafe.Pointer)(unsafe.Pointer(&h))[1]
 	state := *(*unsafe.Pointer)(data)
 	return state, state != nil
 }
 
-func checkLayout(t reflect.Type) bool {
-	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
-		return false
+func checkLayout(t reflect.Type) layout {
+	const pkg = "github.com/envoyproxy/envoy/contrib/golang/filters/http/source/go/pkg/http"
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct || t.Elem().PkgPath() != pkg {
+		return layout{}
 	}
-	if t.Elem().PkgPath() != "github.com/envoyproxy/envoy/contrib/golang/filters/http/source/go/pkg/http" {
-		return false
-	}
+	var l layout
+	var wrappers []string
 	switch t.Elem().Name() {
 	case "requestHeaderMapImpl", "responseHeaderMapImpl":
+		l.writable, wrappers = true, []string{"requestOrResponseHeaderMapImpl", "headerMapImpl"}
+	case "requestTrailerMapImpl", "responseTrailerMapImpl":
+		wrappers = []string{"requestOrResponseTrailerMapImpl", "headerMapImpl"}
 	default:
-		return false
+		return layout{}
 	}
 	s := t.Elem()
-	for _, name := range []string{"requestOrResponseHeaderMapImpl", "headerMapImpl"} {
+	for _, name := range wrappers {
 		if s.NumField() == 0 || s.Field(0).Name != name || s.Field(0).Offset != 0 || s.Field(0).Type.Kind() != reflect.Struct {
-			return false
+			return layout{}
 		}
 		s = s.Field(0).Type
 	}
-	f := s.Field(0)
-	return f.Name == "state" && f.Offset == 0 && f.Type.Kind() == reflect.Pointer
+	if f := s.Field(0); f.Name != "state" || f.Offset != 0 || f.Type.Kind() != reflect.Pointer {
+		return layout{}
+	}
+	l.ok = true
+	if f, found := s.FieldByName("headerBytes"); found && f.Type.Kind() == reflect.Uint64 && len(f.Index) == 1 {
+		l.bytesOffset = f.Offset
+	}
+	return l
 }
 
 // fallbacks counts writes that took the SDK's copying path, so a layout
@@ -81,6 +107,16 @@ func (directHeaders) Set(h api.HeaderMap, key, value string) {
 	}
 	fallbacks.Add(1)
 	h.Set(key, value)
+}
+
+// ByteSize reads headerMapImpl.headerBytes: Envoy's byteSize() of the map
+// as handed to the callback (golang_filter.cc Filter::log for OnLog).
+func (directHeaders) ByteSize(h api.HeaderMap) (uint64, bool) {
+	l, data := layoutOf(h)
+	if !l.ok || l.bytesOffset == 0 || data == nil {
+		return 0, false
+	}
+	return *(*uint64)(unsafe.Add(data, l.bytesOffset)), true
 }
 
 func (directHeaders) Del(h api.HeaderMap, key string) {

@@ -1,0 +1,282 @@
+package dataplane
+
+import (
+	"fmt"
+
+	dto "github.com/prometheus/client_model/go"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/leanmesh/leanmesh/e2e/envoyhost"
+)
+
+// A shape is one kind of request the benchmarks and the pinned counts use:
+// outbound and inbound, HTTP and gRPC, each in leanmesh's steady state
+// (cached peer, known series). The same requests go through the no-op and
+// the SDK-metrics filters (they ignore direction).
+type shape struct {
+	name    string
+	inbound bool
+	mk      func(t testing.TB, config uint64) *envoyhost.Request
+}
+
+var shapes = []shape{
+	{"out-http", false, steadyRequest},
+	{"in-http", true, inboundRequest},
+	{"out-grpc", false, grpcOutboundRequest},
+	{"in-grpc", true, grpcInboundRequest},
+}
+
+// grpcMessage is one length-prefixed gRPC message of n payload bytes.
+func grpcMessage(n int) []byte { return append([]byte{0, 0, 0, 0, byte(n)}, make([]byte, n)...) }
+
+// inboundRequest is reviews' client sidecar calling this (productpage) pod
+// over mTLS with its MX headers: the server side's steady state.
+func inboundRequest(t testing.TB, config uint64) *envoyhost.Request {
+	_, meta := meshCluster("productpage", "bookinfo", "9080")
+	return &envoyhost.Request{Config: config,
+		Headers: append(envoyhost.H(":method", "GET", ":path", "/productpage", ":authority", "productpage:9080", ":scheme", "http",
+			"user-agent", "curl/8.0", "accept", "*/*", "x-request-id", "3b8e-4f"), reviewsMX(t)...),
+		Info: envoyhost.StreamInfo{Protocol: "HTTP/1.1", UpstreamCluster: "inbound|9080||", RequestDuration: 3 * time.Millisecond,
+			TLS: &envoyhost.TLS{PeerCertificatePresented: true, PeerCertificateValidated: true,
+				URISANPeer: []string{reviews.spiffe()}, URISANLocal: []string{productpage.spiffe()}}},
+		Cluster:         meta,
+		ResponseHeaders: envoyhost.H(":status", "200", "content-type", "text/html", "content-length", "5183"),
+	}
+}
+
+func grpcify(r *envoyhost.Request) *envoyhost.Request {
+	r.Headers = append(r.Headers, [2]string{"content-type", "application/grpc"})
+	r.Headers[1][1] = "/reviews.Reviews/Get"
+	r.Body = [][]byte{grpcMessage(12)}
+	for i, h := range r.ResponseHeaders {
+		if h[0] == "content-type" {
+			r.ResponseHeaders[i][1] = "application/grpc"
+		}
+	}
+	r.ResponseBody = [][]byte{grpcMessage(40)}
+	r.ResponseTrailers = envoyhost.H("grpc-status", "0")
+	r.Info.Protocol = "HTTP/2"
+	return r
+}
+
+func grpcOutboundRequest(t testing.TB, config uint64) *envoyhost.Request {
+	return grpcify(steadyRequest(t, config))
+}
+
+func grpcInboundRequest(t testing.TB, config uint64) *envoyhost.Request {
+	return grpcify(inboundRequest(t, config))
+}
+
+// countRun benches r n times on one worker and returns its per-request counts.
+// Non-OK C API answers (a property the comparator asks for that an inbound
+// request lacks) are the filter's business; leanmesh's are checked by the pins.
+func countRun(t testing.TB, h *envoyhost.Host, r *envoyhost.Request, n int) envoyhost.Crossings {
+	t.Helper()
+	res, err := h.Bench(r, n, 1)
+	if err != nil || res.Errors != 0 || res.LocalReplies != 0 {
+		t.Fatalf("bench: %v %+v", err, res)
+	}
+	return res.PerRequest()
+}
+
+// kinds renders ByKind as "Kind=n Kind=n" in name order.
+func kinds(m map[string]float64) string {
+	var ks []string
+	for k, v := range m {
+		ks = append(ks, fmt.Sprintf("%s=%g", k, v))
+	}
+	sort.Strings(ks)
+	return strings.Join(ks, " ")
+}
+
+// variants: the filters the benchmarks and the pins compare, each on its own
+// host with 2 workers. leanmesh runs as a productpage sidecar.
+type countVariant struct {
+	name    string
+	h       *envoyhost.Host
+	in, out uint64 // configs for inbound and outbound shapes
+}
+
+func startVariants(t testing.TB) []countVariant {
+	t.Helper()
+	artifacts(t)
+	start := func(opts envoyhost.Options, plugin string) countVariant {
+		opts.HostBin, opts.Workers, opts.LogLevel = art.host, 2, 4
+		h, err := envoyhost.Start(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		id, err := h.Config(plugin, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return countVariant{plugin, h, id, id}
+	}
+	lm := startSidecar(t, productpage, 2, nil)
+	return []countVariant{
+		{"leanmesh", lm.h, lm.inbound, lm.outbound},
+		start(envoyhost.Options{SO: art.noop}, "noop"),
+		start(envoyhost.Options{SO: art.sdkstats}, "sdkstats"),
+	}
+}
+
+func (v countVariant) request(t testing.TB, sh shape) *envoyhost.Request {
+	if sh.inbound {
+		return sh.mk(t, v.in)
+	}
+	return sh.mk(t, v.out)
+}
+
+// gcPaced are crossings Go's garbage collector makes, not the request: the
+// SDK's finalizer of each httpRequest calls HttpFinalize once per request,
+// whenever a GC cycle runs. They are reported, never pinned.
+var gcPaced = map[string]bool{"HttpFinalize": true, "ConfigHttpFinalize": true}
+
+// requestPath sums the calls per request on the request path.
+func requestPath(c envoyhost.Crossings) (c2go, go2c float64) {
+	for k, v := range c.ByKind {
+		switch {
+		case gcPaced[k]:
+		case strings.HasPrefix(k, "On") || k == "RequestSemaDec":
+			c2go += v
+		default:
+			go2c += v
+		}
+	}
+	return c2go, go2c
+}
+
+// pin is one pinned count: calls per request of a kind, and why they are
+// needed. A change that adds a crossing fails TestCrossingsPinned until its
+// reason is written here.
+type pin struct {
+	n   float64
+	why string
+}
+
+var httpPins = map[string]pin{
+	"OnHttpHeader":          {2, "request and response headers: Envoy calls decodeHeaders and encodeHeaders"},
+	"OnHttpLog":             {1, "the access-log callback, where Istio's stats filter records"},
+	"OnHttpStreamComplete":  {1, "the SDK always calls it (Filter::onStreamComplete)"},
+	"OnHttpDestroy":         {1, "the SDK always calls it (Filter::onDestroy)"},
+	"HttpGetHeader":         {3, "content-type (gRPC or not), the peer's MX id and MX value: Istio's MXMethod::derivePeerInfo needs the value present even for a cached id, so it cannot be skipped on a cache hit"},
+	"HttpGetIntegerValue":   {1, "response code (StreamInfo::responseCode)"},
+	"HttpGetStringValue":    {1, "upstream cluster name: service labels and the MX decision"},
+	"HttpGetStringProperty": {3, "response.flags, the peer SAN, request.duration (the local SAN is cached per cluster when the peer SAN is present; request and response total_size come from OnLog's header sizes plus the data callbacks' body bytes)"},
+	"HttpSetHeaderHelper":   {2, "outbound: our MX and MX id toward the server; inbound: echoed on the response"},
+	"HttpRemoveHeader":      {2, "the peer's MX and MX id are stripped before the app sees them"},
+}
+
+var grpcPins = map[string]pin{
+	"OnHttpHeader":          {3, "request headers, response headers and response trailers"},
+	"OnHttpData":            {2, "one request and one response data frame: Envoy calls decodeData/encodeData per frame"},
+	"OnHttpLog":             httpPins["OnHttpLog"],
+	"OnHttpStreamComplete":  httpPins["OnHttpStreamComplete"],
+	"OnHttpDestroy":         httpPins["OnHttpDestroy"],
+	"HttpGetHeader":         httpPins["HttpGetHeader"],
+	"HttpGetIntegerValue":   httpPins["HttpGetIntegerValue"],
+	"HttpGetStringValue":    httpPins["HttpGetStringValue"],
+	"HttpGetStringProperty": httpPins["HttpGetStringProperty"],
+	"HttpSetHeaderHelper":   httpPins["HttpSetHeaderHelper"],
+	"HttpRemoveHeader":      httpPins["HttpRemoveHeader"],
+	"HttpGetBuffer":         {2, "gRPC message counting reads each data frame's bytes (the SDK has no length-only peek at the frame headers)"},
+	"HttpCopyTrailers":      {1, "grpc-status from the response trailers: the SDK's trailer GetRaw reads the header map, so Get copies the trailers"},
+}
+
+// allocPins bounds Go allocations per request through the ABI, by shape.
+// Before this pin: 25 (HTTP) and 36 (gRPC); the SDK itself makes 6 per HTTP
+// request (the no-op filter's count).
+var allocPins = map[string]float64{"out-http": 19, "in-http": 19, "out-grpc": 30, "in-grpc": 30}
+
+// TestCrossingsPinned: every C->Go callback and Go->C call leanmesh makes per
+// steady-state request, by kind, is pinned with its reason; allocations per
+// request are bounded. Counts do not depend on the machine's speed.
+func TestCrossingsPinned(t *testing.T) {
+	vs := startVariants(t)
+	lm := vs[0]
+	for _, sh := range shapes {
+		pins := httpPins
+		if strings.HasSuffix(sh.name, "grpc") {
+			pins = grpcPins
+		}
+		c := countRun(t, lm.h, lm.request(t, sh), 2000)
+		for k, v := range c.ByKind {
+			if gcPaced[k] {
+				continue
+			}
+			p, ok := pins[k]
+			if !ok {
+				t.Errorf("%s: %g %s per request is not pinned: write its reason in the pins", sh.name, v, k)
+			} else if v != p.n {
+				t.Errorf("%s: %s = %g per request, pinned %g (%s)", sh.name, k, v, p.n, p.why)
+			}
+		}
+		for k, p := range pins {
+			if _, ok := c.ByKind[k]; !ok {
+				t.Errorf("%s: %s pinned at %g but not called: update the pin", sh.name, k, p.n)
+			}
+		}
+		// +0.5: the SDK's finalizers and the GC allocate now and then, not
+		// per request.
+		if c.Allocs < 0 || c.Allocs > allocPins[sh.name]+0.5 {
+			t.Errorf("%s: %.2f Go allocations per request, bound %g", sh.name, c.Allocs, allocPins[sh.name])
+		}
+		c2go, go2c := requestPath(c)
+		t.Logf("%s leanmesh: C->Go %g, Go->C %g, allocs %.2f (%.0f B)\n  %s\n  keys %s", sh.name, c2go, go2c, c.Allocs, c.AllocByte, kinds(c.ByKind), kinds(c.Keys))
+		for _, v := range vs[1:] {
+			c := countRun(t, v.h, v.request(t, sh), 2000)
+			c2go, go2c := requestPath(c)
+			t.Logf("%s %s: C->Go %g, Go->C %g, allocs %.2f (%.0f B): %s", sh.name, v.name, c2go, go2c, c.Allocs, c.AllocByte, kinds(c.ByKind))
+		}
+	}
+}
+
+// TestTotalSizesMatchProperties: the request and response sizes leanmesh
+// derives from OnLog's header sizes and the data callbacks' body bytes equal
+// Envoy's request.total_size and response.total_size, which a library with
+// the SDK's header writer (no direct access to the sizes) reads as
+// properties. Same requests, both libraries, equal histograms.
+func TestTotalSizesMatchProperties(t *testing.T) {
+	direct := startSidecar(t, productpage, 1, nil)
+	viaProps := startSidecarEnv(t, productpage, 1, nil, []string{"LEANMESH_SDK_HEADERS=1"})
+	for _, sh := range shapes {
+		for _, s := range []*sidecar{direct, viaProps} {
+			cfg := s.outbound
+			if sh.inbound {
+				cfg = s.inbound
+			}
+			r := sh.mk(t, cfg)
+			r.Body = append(r.Body, []byte("0123456789"))
+			r.ResponseBody = append(r.ResponseBody, make([]byte, 1000))
+			if r.ResponseTrailers == nil {
+				r.ResponseTrailers = envoyhost.H("x-trailer", "t")
+			}
+			if res, err := s.h.Run(r); err != nil || res.Error != "" {
+				t.Fatalf("%s: %v %+v", sh.name, err, res)
+			}
+		}
+	}
+	for _, fam := range []string{"istio_request_bytes", "istio_response_bytes"} {
+		d, p := series(direct.scrape(t), fam, nil), series(viaProps.scrape(t), fam, nil)
+		if len(d) == 0 || len(d) != len(p) {
+			t.Fatalf("%s: %d series direct, %d via properties", fam, len(d), len(p))
+		}
+		sum := func(ms []*dto.Metric) (s float64, n uint64) {
+			for _, m := range ms {
+				s += m.GetHistogram().GetSampleSum()
+				n += m.GetHistogram().GetSampleCount()
+			}
+			return s, n
+		}
+		ds, dn := sum(d)
+		ps, pn := sum(p)
+		if ds != ps || dn != pn || dn != uint64(len(shapes)) {
+			t.Errorf("%s: direct sum %v over %d, via properties %v over %d", fam, ds, dn, ps, pn)
+		}
+		t.Logf("%s: sum %v over %d requests, both ways", fam, ds, dn)
+	}
+}
