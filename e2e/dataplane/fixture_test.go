@@ -66,6 +66,7 @@ type sidecar struct {
 	id                    string
 	ip                    string
 	inbound, outbound, ex uint64
+	labels                string // the pod-labels file local_identity reads
 }
 
 type pod struct {
@@ -110,7 +111,7 @@ func startSidecarEnv(t testing.TB, p pod, workers int, extra map[string]interfac
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	s := &sidecar{h: h, ip: p.ip, id: "sidecar~" + p.ip + "~" + p.name + "." + p.ns + "~" + p.ns + ".svc.cluster.local"}
+	s := &sidecar{h: h, ip: p.ip, labels: labels, id: "sidecar~" + p.ip + "~" + p.name + "." + p.ns + "~" + p.ns + ".svc.cluster.local"}
 	mk := func(fields map[string]interface{}) uint64 {
 		fields["local_identity"] = map[string]interface{}{"pod_labels_path": labels}
 		for k, v := range extra {

@@ -82,7 +82,13 @@ func Down(targets []v1.ActiveTarget) []string {
 // Query runs an instant PromQL query now. Warnings are returned as an error:
 // a test should not pass on a partial answer.
 func (s *Server) Query(ctx context.Context, q string) (model.Value, error) {
-	v, warnings, err := s.API.Query(ctx, q, time.Now())
+	return s.QueryAt(ctx, q, time.Now())
+}
+
+// QueryAt runs an instant query evaluated at ts (e.g. right at a scrape's
+// timestamp, so irate sees exactly the two samples around some traffic).
+func (s *Server) QueryAt(ctx context.Context, q string, ts time.Time) (model.Value, error) {
+	v, warnings, err := s.API.Query(ctx, q, ts)
 	if err != nil {
 		return nil, fmt.Errorf("query %q: %w", q, err)
 	}
