@@ -50,7 +50,7 @@ func TestPrometheusScrapesShippedConfig(t *testing.T) {
 	pods := []*corev1.Pod{
 		injectedPod("productpage-v1-6b746f74dc-9stvs", ip(11), rel.Envoy, corev1.PodRunning),
 		injectedPod("reviews-v2-7bf8c9648f-xz4fq", ip(12), rel.Envoy, corev1.PodRunning),
-		injectedPod("ratings-v1-b6994bb9-gl5kx", ip(13), "", corev1.PodRunning),           // no library: no target
+		injectedPod("ratings-v1-b6994bb9-gl5kx", ip(13), "", corev1.PodRunning),            // no library: no target
 		injectedPod("reviews-v2-7bf8c9648f-old00", ip(14), rel.Envoy, corev1.PodSucceeded), // finished: dropped
 	}
 	// The scrape listener's filter as the controller renders it.
