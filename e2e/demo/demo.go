@@ -76,7 +76,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 			r.cleanup[i]()
 		}
 	}()
-	steps := []func() error{r.build, r.controlPlane, r.startController, r.sampleMesh, r.install, r.telemetry, r.abSwitch, r.lazy}
+	steps := []func() error{r.build, r.controlPlane, r.startController, r.sampleMesh, r.install, r.telemetry, r.prometheus, r.abSwitch, r.lazy}
 	for _, s := range steps {
 		if err := s(); err != nil {
 			return err

@@ -292,7 +292,7 @@ func (r *run) telemetry() error {
 	spiffe := func(w cluster.Workload) string {
 		return "spiffe://cluster.local/ns/" + w.Namespace + "/sa/" + w.ServiceAccount
 	}
-	const n = 20
+	const n = demoRequests
 	for i := 0; i < n; i++ {
 		part, held, err := pp.host.RunRequest(&envoyhost.Request{Config: pp.cfgOut,
 			Headers: envoyhost.H(":method", "GET", ":path", fmt.Sprintf("/reviews/%d", i), ":authority", "reviews:9080", ":scheme", "http"),
@@ -304,7 +304,7 @@ func (r *run) telemetry() error {
 			return err
 		}
 		sres, err := rv.host.Run(&envoyhost.Request{Config: rv.cfgIn, Headers: part.Upstream.Headers,
-			Info: envoyhost.StreamInfo{Protocol: "HTTP/1.1", UpstreamCluster: "inbound|9080||", RequestDuration: time.Duration(3+i) * time.Millisecond,
+			Info: envoyhost.StreamInfo{Protocol: "HTTP/1.1", UpstreamCluster: "inbound|9080||", RequestDuration: time.Duration(demoDuration(i)) * time.Millisecond,
 				TLS: &envoyhost.TLS{PeerCertificatePresented: true, PeerCertificateValidated: true, URISANPeer: []string{spiffe(pp.w)}, URISANLocal: []string{spiffe(rv.w)}}},
 			Cluster: inMeta, ResponseHeaders: envoyhost.H(":status", "200", "content-type", "application/json")})
 		if err != nil || sres.Error != "" {
