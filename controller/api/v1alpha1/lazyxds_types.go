@@ -90,7 +90,7 @@ type TelemetrySeed struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=2000000
 	MaxEdges int32 `json:"maxEdges,omitempty"`
-	// Timeout of one query, server and client side (default 30s).
+	// Timeout of one query, server and client side (default 1m).
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }

@@ -32,7 +32,7 @@ import (
 const (
 	DefaultLookBack = 24 * time.Hour
 	DefaultMaxEdges = 200_000
-	DefaultTimeout  = 30 * time.Second
+	DefaultTimeout  = time.Minute
 	DefaultInterval = 10 * time.Minute
 	// bytesPerEdge bounds the response: one vector sample of the query's
 	// three labels is ~200 bytes of JSON; the cap leaves room for long names.
