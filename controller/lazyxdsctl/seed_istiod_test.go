@@ -215,9 +215,9 @@ func TestSeedFromTelemetryFirstCallGoesDirect(t *testing.T) {
 	if err := c.List(ctx, &scs, client.InNamespace(shop)); err != nil {
 		t.Fatal(err)
 	}
-	wc, ok := c.(client.WithWatch)
-	if !ok {
-		t.Fatal("client cannot watch")
+	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
 	}
 	w, err := wc.Watch(ctx, &networkingv1.SidecarList{}, client.InNamespace(shop), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: scs.ResourceVersion}})
 	if err != nil {
