@@ -21,3 +21,19 @@ func TestIstioDashboardQueriesParse(t *testing.T) {
 		}
 	}
 }
+
+func TestKialiQueriesParse(t *testing.T) {
+	source, grouping, qs, err := KialiQueries("kiali/graph-queries.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(source, "kiali") || len(grouping) == 0 || len(qs) == 0 {
+		t.Fatalf("kiali/graph-queries.json: source %q, %d labels, %d queries", source, len(grouping), len(qs))
+	}
+	r := strings.NewReplacer("$namespace", "bookinfo", "$duration", "60")
+	for _, q := range qs {
+		if _, err := promQL.ParseExpr(r.Replace(q.Expr)); err != nil {
+			t.Errorf("%s: %v", q.Name, err)
+		}
+	}
+}

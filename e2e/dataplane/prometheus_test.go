@@ -225,6 +225,43 @@ func checkIstioDashboards(t *testing.T, srv *lmprom.Server, client, server *side
 			t.Logf("%-52s = %-8v (sent: %v)", c.panel, got, c.want)
 		}
 	}
+	// Kiali's graph queries (monitoring/kiali) see the edge productpage-v1 →
+	// reviews-v2 once per response code from each side, with every label
+	// Kiali requires (it skips a sample lacking one).
+	_, grouping, kqs, err := monitoring.KialiQueries("../../monitoring/kiali/graph-queries.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvars := strings.NewReplacer("$namespace", "bookinfo", "$duration", "60")
+	for _, name := range []string{"http-incoming", "http-outgoing"} {
+		var expr string
+		for _, q := range kqs {
+			if q.Name == name {
+				expr = kvars.Replace(q.Expr)
+			}
+		}
+		v, err := srv.QueryAt(t.Context(), expr, t1.Time())
+		if err != nil {
+			t.Fatal(err)
+		}
+		vec, _ := v.(model.Vector)
+		codes := map[string]bool{}
+		for _, s := range vec {
+			for _, l := range grouping {
+				if _, ok := s.Metric[model.LabelName(l)]; !ok && l != "grpc_response_status" {
+					t.Errorf("kiali %s: sample %v lacks %s", name, s.Metric, l)
+				}
+			}
+			if s.Metric["source_workload"] == "productpage-v1" && s.Metric["destination_workload"] == "reviews-v2" && s.Value > 0 {
+				codes[string(s.Metric["response_code"])] = true
+			}
+		}
+		if !codes["200"] || !codes["503"] {
+			t.Errorf("kiali %s: edge productpage-v1 → reviews-v2 by code %v, want 200 and 503\n%v", name, codes, vec)
+		} else {
+			t.Logf("kiali %-13s: %d edge samples, productpage-v1 → reviews-v2 for 200 and 503", name, len(vec))
+		}
+	}
 	return n + 2
 }
 
