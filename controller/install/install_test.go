@@ -55,6 +55,19 @@ func startHarness(t *testing.T) *harness {
 		Scheme:   v1alpha1.AddToScheme,
 	})
 	t.Logf("control plane up in %s", time.Since(start).Round(time.Millisecond))
+	h := runController(t, env)
+	for _, ns := range []string{rootNS, "shop", "pay", "other", "a", "b"} {
+		if err := env.CreateNamespace(h.ctx, ns, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h
+}
+
+// runController runs the reconciler in a manager on env, under the
+// generated RBAC, until the test ends.
+func runController(t *testing.T, env *cluster.Env) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	// The manager runs as a service account holding only the generated
 	// RBAC (config/rbac), so a missing permission fails these tests.
@@ -89,13 +102,7 @@ func startHarness(t *testing.T) *harness {
 			t.Errorf("manager: %v", err)
 		}
 	})
-	h := &harness{t: t, env: env, c: env.Client, ctx: ctx, rel: m.Default()}
-	for _, ns := range []string{rootNS, "shop", "pay", "other", "a", "b"} {
-		if err := env.CreateNamespace(ctx, ns, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return h
+	return &harness{t: t, env: env, c: env.Client, ctx: ctx, rel: m.Default()}
 }
 
 // pod creates an injected pod; withLib adds the library label.
@@ -106,7 +113,7 @@ func (h *harness) pod(ns, name string, labels map[string]string, withLib bool) {
 		l[k] = v
 	}
 	if withLib {
-		l[render.LabelEnvoyVersion] = h.rel.Envoy
+		l[v1alpha1.LabelEnvoyVersion] = h.rel.Envoy
 	}
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: l},
@@ -160,7 +167,7 @@ func (h *harness) ready(ns, name string, status metav1.ConditionStatus, reason s
 // owned lists "Kind ns/name" of objects labelled for the policy.
 func (h *harness) owned(ns, name string) []string {
 	h.t.Helper()
-	sel := client.MatchingLabels{render.LabelPolicy: name, render.LabelPolicyNamespace: ns}
+	sel := client.MatchingLabels{v1alpha1.LabelPolicy: name, v1alpha1.LabelPolicyNamespace: ns}
 	var out []string
 	var efs networkingv1alpha3.EnvoyFilterList
 	if err := h.c.List(h.ctx, &efs, sel); err != nil {
@@ -249,7 +256,7 @@ func TestReconcilerOnRealAPIServer(t *testing.T) {
 		if !equality.Semantic.DeepEqual(p.Spec, want) {
 			t.Fatalf("stored spec %+v\nrender.Defaults %+v", p.Spec, want)
 		}
-		h.ready("other", "defaults", metav1.ConditionTrue, v1alpha1.ReasonIstioMode)
+		h.ready("other", "defaults", metav1.ConditionTrue, v1alpha1.ReasonIstioTelemetry)
 		h.deletePolicy("other", "defaults")
 	})
 	phase("defaults")
@@ -258,7 +265,7 @@ func TestReconcilerOnRealAPIServer(t *testing.T) {
 		// A Telemetry an earlier release rendered for this policy (it
 		// disabled ALL_METRICS, TCP included) is deleted on upgrade.
 		legacy := &telemetryv1.Telemetry{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "leanmesh-reviews", Labels: map[string]string{
-			render.LabelManagedBy: render.ManagedBy, render.LabelPolicy: "reviews", render.LabelPolicyNamespace: "shop"}}}
+			v1alpha1.LabelManagedBy: v1alpha1.ManagedBy, v1alpha1.LabelPolicy: "reviews", v1alpha1.LabelPolicyNamespace: "shop"}}}
 		if err := h.c.Create(h.ctx, legacy); err != nil {
 			t.Fatal(err)
 		}
@@ -266,7 +273,7 @@ func TestReconcilerOnRealAPIServer(t *testing.T) {
 		p := h.ready("shop", "reviews", metav1.ConditionTrue, v1alpha1.ReasonApplied)
 		h.waitOwned("shop", "reviews", "EnvoyFilter shop/leanmesh-reviews-exposition", "EnvoyFilter shop/leanmesh-reviews-http")
 		ef := h.envoyFilter("shop", "leanmesh-reviews-http")
-		wantSel := map[string]string{"app": "reviews", render.LabelEnvoyVersion: h.rel.Envoy}
+		wantSel := map[string]string{"app": "reviews", v1alpha1.LabelEnvoyVersion: h.rel.Envoy}
 		if !equality.Semantic.DeepEqual(ef.Spec.WorkloadSelector.GetLabels(), wantSel) {
 			t.Errorf("workloadSelector %v, want %v", ef.Spec.WorkloadSelector.GetLabels(), wantSel)
 		}
@@ -342,7 +349,7 @@ func TestReconcilerOnRealAPIServer(t *testing.T) {
 
 	t.Run("Istio mode removes everything but the exposition", func(t *testing.T) {
 		h.setMode("shop", "reviews", v1alpha1.ModeIstio)
-		p := h.ready("shop", "reviews", metav1.ConditionTrue, v1alpha1.ReasonIstioMode)
+		p := h.ready("shop", "reviews", metav1.ConditionTrue, v1alpha1.ReasonIstioTelemetry)
 		h.waitOwned("shop", "reviews", "EnvoyFilter shop/leanmesh-reviews-exposition")
 		if len(p.Status.RenderedObjects) != 1 || p.Status.RenderedObjects[0].Name != "leanmesh-reviews-exposition" {
 			t.Errorf("renderedObjects %v", p.Status.RenderedObjects)
@@ -385,7 +392,7 @@ func TestReconcilerOnRealAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.policy("pay", "pay", v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "pay"}}})
-		p := h.ready("pay", "pay", metav1.ConditionFalse, v1alpha1.ReasonTelemetryClash)
+		p := h.ready("pay", "pay", metav1.ConditionFalse, v1alpha1.ReasonTelemetryConflict)
 		if c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady); !strings.Contains(c.Message, "pay/user-metrics") {
 			t.Errorf("message %q", c.Message)
 		}

@@ -35,7 +35,7 @@ func TestIstiodAppliesRenderedFilters(t *testing.T) {
 	}
 	wl, err := env.CreateWorkload(ctx, cluster.Workload{
 		Namespace: "shop", Name: "reviews", IP: "10.244.0.21",
-		Labels: map[string]string{"app": "reviews", render.LabelEnvoyVersion: rel.Envoy},
+		Labels: map[string]string{"app": "reviews", v1alpha1.LabelEnvoyVersion: rel.Envoy},
 		Ports:  []cluster.Port{{Name: "http", Port: 8080}},
 	})
 	if err != nil {
@@ -61,7 +61,7 @@ func TestIstiodAppliesRenderedFilters(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+			if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(v1alpha1.FieldOwner), client.ForceOwnership); err != nil {
 				t.Fatal(err)
 			}
 		}

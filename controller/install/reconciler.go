@@ -34,16 +34,11 @@ import (
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/controller/release"
 	"github.com/leanmesh/leanmesh/controller/render"
+	"github.com/leanmesh/leanmesh/controller/scope"
+	"github.com/leanmesh/leanmesh/controller/validation"
 )
 
 const (
-	// FieldOwner is the server-side apply manager of everything rendered.
-	FieldOwner = "leanmesh"
-	// Finalizer removes rendered objects on deletion; owner references
-	// cannot, because a mesh-wide policy's Telemetry copies live in other
-	// namespaces.
-	Finalizer = "leanmesh.io/cleanup"
-
 	// indexOwner indexes EnvoyFilters and Telemetries by "<ns>/<policy>"
 	// from their labels, so stale objects are found without a scan.
 	indexOwner = "leanmesh.io/owner"
@@ -76,10 +71,15 @@ type Reconciler struct {
 	RootNamespace string
 	Matrix        release.Matrix
 	Metrics       *Metrics
+	// Checks decide whether a policy may be rendered (validation.Default()
+	// when nil), in order; the first failure's reason is the Ready reason.
+	Checks validation.Chain
 }
 
-// Reconcile is level-triggered: every call recomputes the desired state
-// from the policy and the cluster and converges to it.
+// Reconcile is level-triggered: every call gathers the policy's inputs once,
+// evaluates the validation chain, renders once and converges the cluster to
+// the result: gather → evaluate → render → apply → status (cert-manager's
+// readiness controller has the same shape).
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	logger := log.FromContext(ctx)
 	defer func() { r.Metrics.observeReconcile(retErr) }()
@@ -87,31 +87,35 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	var p v1alpha1.TelemetryPolicy
 	if err := r.Client.Get(ctx, req.NamespacedName, &p); err != nil {
 		if apierrors.IsNotFound(err) {
+			// Owner references let the garbage collector remove what the
+			// policy owned; this also covers copies outside its namespace
+			// and clusters without a garbage collector.
 			r.Metrics.forget(req.Namespace, req.Name)
-			return ctrl.Result{}, nil
+			gone := &v1alpha1.TelemetryPolicy{}
+			gone.Namespace, gone.Name = req.Namespace, req.Name
+			_, err := r.deleteStale(ctx, gone, nil)
+			return ctrl.Result{}, err
 		}
 		return ctrl.Result{}, err
 	}
 
-	if !p.DeletionTimestamp.IsZero() {
-		if !controllerutil.ContainsFinalizer(&p, Finalizer) {
-			return ctrl.Result{}, nil
-		}
-		if _, err := r.deleteStale(ctx, &p, nil); err != nil {
-			return ctrl.Result{}, err
-		}
+	// Earlier versions held a finalizer, which made deleting a policy hang
+	// once the controller was gone. Drop it; owner references and the
+	// NotFound path above clean up instead.
+	if controllerutil.ContainsFinalizer(&p, v1alpha1.Finalizer) {
 		patch := client.MergeFrom(p.DeepCopy())
-		controllerutil.RemoveFinalizer(&p, Finalizer)
-		r.Metrics.forget(p.Namespace, p.Name)
-		logger.Info("policy deleted; rendered objects removed")
-		return ctrl.Result{}, r.Client.Patch(ctx, &p, patch)
-	}
-	if !controllerutil.ContainsFinalizer(&p, Finalizer) {
-		patch := client.MergeFrom(p.DeepCopy())
-		controllerutil.AddFinalizer(&p, Finalizer)
+		controllerutil.RemoveFinalizer(&p, v1alpha1.Finalizer)
 		if err := r.Client.Patch(ctx, &p, patch); err != nil {
 			return ctrl.Result{}, err
 		}
+		if !p.DeletionTimestamp.IsZero() {
+			_, err := r.deleteStale(ctx, &p, nil)
+			logger.Info("policy deleted; rendered objects removed")
+			return ctrl.Result{}, err
+		}
+	}
+	if !p.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
 	}
 
 	st := newStatus(&p)
@@ -121,77 +125,101 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		}
 	}()
 
-	// 1. Validate and render. An invalid policy changes nothing.
-	pods, err := r.selectedPods(ctx, &p)
+	// 1. Gather.
+	in, err := r.gather(ctx, &p)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	out, err := render.Render(render.Input{Policy: &p, RootNamespace: r.RootNamespace, Matrix: r.Matrix})
-	var invalid *render.Error
-	if errors.As(err, &invalid) {
-		st.ready(metav1.ConditionFalse, v1alpha1.ReasonInvalidConfig, invalid.Msg)
-		r.Recorder.Eventf(&p, nil, corev1.EventTypeWarning, v1alpha1.ReasonInvalidConfig, "Render", "policy not applied: %s", invalid.Msg)
-		return ctrl.Result{}, nil
-	} else if err != nil {
-		return ctrl.Result{}, err
+	st.s.Mode = in.check.Spec.Mode
+
+	// 2. Evaluate. A failing check changes nothing applied when the policy
+	// is invalid (the last valid config keeps running) and removes the
+	// policy's objects when it conflicts (the older policy decides).
+	if failed := r.Checks.Evaluate(&in.check); failed != nil {
+		return ctrl.Result{}, r.refuse(ctx, &p, st, failed)
 	}
-	configured, missing := splitByLibrary(pods, out.Release.Envoy)
-	st.missing(missing, out.Release)
+	rel, _ := r.Matrix.Find(in.check.Spec.IstioRelease)
+	outcome := in.scope.Outcome(&p, in.pods)
+	configured, missing := splitByLibrary(in.objects(outcome.Governed), rel.Envoy)
+	st.governed(outcome)
+	st.missing(missing, rel)
 	r.Metrics.setMissing(p.Namespace, p.Name, missing)
 	if len(missing) > 0 && st.libraryChanged() {
 		r.Recorder.Eventf(&p, nil, corev1.EventTypeWarning, v1alpha1.ReasonLibraryMissing, "Select",
-			"%d selected pod(s) lack %s=%s and keep Istio's telemetry: %s", countPods(missing), render.LabelEnvoyVersion, out.Release.Envoy, joinMax(workloadKeys(missing), 5))
+			"%d selected pod(s) lack %s=%s and keep Istio's telemetry: %s", countPods(missing), v1alpha1.LabelEnvoyVersion, rel.Envoy, joinMax(workloadKeys(missing), 5))
 	}
-	st.s.Mode = out.Spec.Mode
 
-	// 2. Conflicts: the policy then has no effect.
-	if reason, msg, err := r.conflicts(ctx, &p, out); err != nil {
+	// 3. Render once.
+	placements, unplaced := placementsFor(&p, r.RootNamespace, rel.Envoy, configured, outcome)
+	out, err := render.Render(render.Input{Policy: &p, RootNamespace: r.RootNamespace, Matrix: r.Matrix})
+	var invalid *render.Error
+	if errors.As(err, &invalid) {
+		return ctrl.Result{}, r.refuse(ctx, &p, st, &validation.Result{Check: "Render", Reason: v1alpha1.ReasonInvalidConfig, Message: invalid.Msg})
+	} else if err != nil {
 		return ctrl.Result{}, err
-	} else if reason != "" {
-		if _, err := r.deleteStale(ctx, &p, nil); err != nil {
-			return ctrl.Result{}, err
-		}
-		st.s.RenderedObjects = nil
-		r.Metrics.setRendered(p.Namespace, p.Name, 0)
-		st.ready(metav1.ConditionFalse, reason, msg)
-		r.Recorder.Eventf(&p, nil, corev1.EventTypeWarning, reason, "Apply", "policy not applied: %s", msg)
-		return ctrl.Result{}, nil
 	}
+	objs := render.Place(out.Objects, placements)
 
-	// 3. Apply desired, delete stale.
-	refs, err := r.apply(ctx, &p, out.Objects)
+	// 4. Apply desired, delete stale.
+	refs, err := r.apply(ctx, &p, objs)
 	if err != nil {
 		st.ready(metav1.ConditionFalse, v1alpha1.ReasonApplyFailed, err.Error())
 		r.Recorder.Eventf(&p, nil, corev1.EventTypeWarning, v1alpha1.ReasonApplyFailed, "Apply", "%v", err)
 		return ctrl.Result{}, err
 	}
-	if _, err := r.deleteStale(ctx, &p, out.Objects); err != nil {
+	if _, err := r.deleteStale(ctx, &p, objs); err != nil {
 		return ctrl.Result{}, err
 	}
 	st.s.RenderedObjects = refs
 	r.Metrics.setRendered(p.Namespace, p.Name, len(refs))
-	if out.Spec.Mode == v1alpha1.ModeIstio {
-		st.ready(metav1.ConditionTrue, v1alpha1.ReasonIstioMode, fmt.Sprintf("Istio's telemetry in effect; only the exposition listener is rendered, so scrape targets stay up (%d object(s))", len(refs)))
-	} else {
-		st.ready(metav1.ConditionTrue, v1alpha1.ReasonApplied, fmt.Sprintf("%d object(s) applied for %d pod(s) with the library (Istio %s, Envoy %s)",
-			len(refs), len(configured), out.Release.Istio, out.Release.Envoy))
+
+	// 5. Status.
+	switch {
+	case out.Spec.Mode == v1alpha1.ModeIstio:
+		st.ready(metav1.ConditionTrue, v1alpha1.ReasonIstioTelemetry, fmt.Sprintf("Istio's telemetry in effect; only the exposition listener is rendered, so scrape targets stay up (%d object(s))", len(refs)))
+	case len(outcome.Governed) == 0 && len(outcome.OverriddenPods) > 0:
+		st.ready(metav1.ConditionTrue, v1alpha1.ReasonOverridden, fmt.Sprintf("every selected pod is governed by a more specific policy (%s); %d object(s) applied for future pods",
+			joinMax(overriders(outcome), 5), len(refs)))
+	default:
+		msg := fmt.Sprintf("%d object(s) applied for %d pod(s) with the library (Istio %s, Envoy %s)", len(refs), len(configured), out.Release.Istio, out.Release.Envoy)
+		if n := len(outcome.OverriddenPods); n > 0 {
+			msg += fmt.Sprintf("; %d pod(s) governed by more specific policies", n)
+		}
+		if len(unplaced) > 0 {
+			msg += fmt.Sprintf("; not applied to %s: no label set selects them without also selecting an overridden pod", joinMax(unplaced, 5))
+		}
+		st.ready(metav1.ConditionTrue, v1alpha1.ReasonApplied, msg)
 	}
 	return ctrl.Result{}, nil
 }
 
-// selectedPods lists pods matching the policy's selector in its scope (all
-// namespaces for the root namespace), from the metadata-only cache.
-func (r *Reconciler) selectedPods(ctx context.Context, p *v1alpha1.TelemetryPolicy) ([]metav1.PartialObjectMetadata, error) {
-	list := &metav1.PartialObjectMetadataList{}
-	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
-	opts := []client.ListOption{client.MatchingLabels(p.Spec.Selector.MatchLabels)}
-	if p.Namespace != r.RootNamespace {
-		opts = append(opts, client.InNamespace(p.Namespace))
+// refuse records a failed check. Conflicts remove the policy's objects;
+// invalid config leaves the last applied objects in place.
+func (r *Reconciler) refuse(ctx context.Context, p *v1alpha1.TelemetryPolicy, st *statusUpdate, failed *validation.Result) error {
+	if failed.Reason != v1alpha1.ReasonInvalidConfig {
+		if _, err := r.deleteStale(ctx, p, nil); err != nil {
+			return err
+		}
+		st.s.RenderedObjects = nil
+		st.s.GovernedWorkloads, st.s.OverriddenWorkloads = nil, nil
+		r.Metrics.setRendered(p.Namespace, p.Name, 0)
 	}
-	if err := r.Client.List(ctx, list, opts...); err != nil {
-		return nil, err
+	st.ready(metav1.ConditionFalse, failed.Reason, failed.Message)
+	r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, failed.Reason, failed.Check, "policy not applied: %s", failed.Message)
+	return nil
+}
+
+func overriders(o scope.Outcome) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, k := range o.Overridden {
+		if !seen[k.String()] {
+			seen[k.String()] = true
+			out = append(out, k.String())
+		}
 	}
-	return list.Items, nil
+	sort.Strings(out)
+	return out
 }
 
 // splitByLibrary separates pods carrying the library for this Envoy from
@@ -203,7 +231,7 @@ func splitByLibrary(pods []metav1.PartialObjectMetadata, envoy string) (configur
 		if !pod.DeletionTimestamp.IsZero() {
 			continue
 		}
-		if pod.Labels[render.LabelEnvoyVersion] == envoy {
+		if pod.Labels[v1alpha1.LabelEnvoyVersion] == envoy {
 			configured = append(configured, pod)
 			continue
 		}
@@ -238,46 +266,6 @@ func workloadKeys(ws []v1alpha1.WorkloadRef) []string {
 		out[i] = w.Namespace + "/" + w.Name
 	}
 	return out
-}
-
-// conflicts returns a reason and message when the policy must not apply.
-func (r *Reconciler) conflicts(ctx context.Context, p *v1alpha1.TelemetryPolicy, out *render.Output) (string, string, error) {
-	var others []v1alpha1.TelemetryPolicy
-	for _, ns := range r.policyScopes(p.Namespace) {
-		var list v1alpha1.TelemetryPolicyList
-		opts := []client.ListOption{}
-		if ns != "" {
-			opts = append(opts, client.InNamespace(ns))
-		}
-		if err := r.Client.List(ctx, &list, opts...); err != nil {
-			return "", "", err
-		}
-		others = append(others, list.Items...)
-	}
-	if over := overlappingPolicies(p, others, r.RootNamespace); len(over) > 0 {
-		return v1alpha1.ReasonConflict, fmt.Sprintf("selects workloads already selected by older polic%s %s; narrow the selectors or delete one",
-			plural(len(over), "y", "ies"), joinMax(over, 5)), nil
-	}
-	if out.Spec.Mode == v1alpha1.ModeIstio {
-		return "", "", nil
-	}
-	var tels []*telemetryv1.Telemetry
-	for _, ns := range r.policyScopes(p.Namespace) {
-		var list telemetryv1.TelemetryList
-		opts := []client.ListOption{}
-		if ns != "" {
-			opts = append(opts, client.InNamespace(ns))
-		}
-		if err := r.Client.List(ctx, &list, opts...); err != nil {
-			return "", "", err
-		}
-		tels = append(tels, list.Items...)
-	}
-	if clash := conflictingTelemetries(out.Spec.Mode, p.Namespace, r.RootNamespace, out.PodSelector, tels); len(clash) > 0 {
-		return v1alpha1.ReasonTelemetryClash, fmt.Sprintf("Telemetry %s also configures metrics for the selected workloads (%s mode); remove its metrics settings or narrow its selector",
-			joinMax(clash, 5), out.Spec.Mode), nil
-	}
-	return "", "", nil
 }
 
 // policyScopes: namespaces whose objects can overlap with a policy in ns
@@ -326,7 +314,7 @@ func (r *Reconciler) apply(ctx context.Context, p *v1alpha1.TelemetryPolicy, obj
 		if err != nil {
 			return nil, err
 		}
-		if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(v1alpha1.FieldOwner), client.ForceOwnership); err != nil {
 			return nil, fmt.Errorf("applying %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
 		}
 		refs = append(refs, v1alpha1.ObjectRef{APIVersion: u.GetAPIVersion(), Kind: u.GetKind(), Namespace: u.GetNamespace(), Name: u.GetName()})
@@ -335,7 +323,7 @@ func (r *Reconciler) apply(ctx context.Context, p *v1alpha1.TelemetryPolicy, obj
 }
 
 func ownedBy(labels map[string]string, p *v1alpha1.TelemetryPolicy) bool {
-	return labels[render.LabelManagedBy] == render.ManagedBy && labels[render.LabelPolicy] == p.Name && labels[render.LabelPolicyNamespace] == p.Namespace
+	return labels[v1alpha1.LabelManagedBy] == v1alpha1.ManagedBy && labels[v1alpha1.LabelPolicy] == p.Name && labels[v1alpha1.LabelPolicyNamespace] == p.Namespace
 }
 
 func ownerKey(ns, name string) string { return ns + "/" + name }
@@ -408,9 +396,51 @@ func (u *statusUpdate) missing(ws []v1alpha1.WorkloadRef, rel release.Release) {
 	if len(ws) > 0 {
 		c.Status, c.Reason = metav1.ConditionFalse, v1alpha1.ReasonLibraryMissing
 		c.Message = truncate(fmt.Sprintf("%d workload(s) lack %s=%s and keep Istio's telemetry: %s",
-			len(ws), render.LabelEnvoyVersion, rel.Envoy, joinMax(workloadKeys(ws), 5)), 1024)
+			len(ws), v1alpha1.LabelEnvoyVersion, rel.Envoy, joinMax(workloadKeys(ws), 5)), 1024)
 	}
 	meta.SetStatusCondition(&u.s.Conditions, c)
+}
+
+// governed lists, per workload, the pods the policy decides for and those a
+// more specific policy overrides.
+func (u *statusUpdate) governed(o scope.Outcome) {
+	u.s.GovernedWorkloads = groupWorkloads(o.Governed, nil)
+	u.s.OverriddenWorkloads = groupWorkloads(o.OverriddenPods, o.Overridden)
+}
+
+// groupWorkloads counts pods per workload (and overriding policy), sorted,
+// at most maxReportedWorkloads.
+func groupWorkloads(pods []scope.Pod, by map[scope.Key]scope.Key) []v1alpha1.WorkloadRef {
+	type key struct{ ns, name, by string }
+	counts := map[key]int32{}
+	for _, p := range pods {
+		k := key{p.Namespace, workloadName(p.Name, p.Labels), ""}
+		if by != nil {
+			k.by = by[p.Key()].String()
+		}
+		counts[k]++
+	}
+	out := make([]v1alpha1.WorkloadRef, 0, len(counts))
+	for k, n := range counts {
+		out = append(out, v1alpha1.WorkloadRef{Namespace: k.ns, Name: k.name, Pods: n, By: k.by})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		return a.By < b.By
+	})
+	if len(out) > maxReportedWorkloads {
+		out = out[:maxReportedWorkloads]
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // libraryChanged: emit the missing-library event only when the set changed.

@@ -19,14 +19,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
-	"github.com/leanmesh/leanmesh/controller/render"
 )
 
 // CacheOptions keeps the manager's cache small: only leanmesh's own
 // EnvoyFilters are cached (user Telemetries are needed for conflicts).
 func CacheOptions() cache.Options {
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&networkingv1alpha3.EnvoyFilter{}: {Label: labels.SelectorFromSet(labels.Set{render.LabelManagedBy: render.ManagedBy})},
+		&networkingv1alpha3.EnvoyFilter{}: {Label: labels.SelectorFromSet(labels.Set{v1alpha1.LabelManagedBy: v1alpha1.ManagedBy})},
 	}}
 }
 
@@ -38,10 +37,10 @@ func CacheOptions() cache.Options {
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	ownerIndex := func(o client.Object) []string {
 		l := o.GetLabels()
-		if l[render.LabelManagedBy] != render.ManagedBy || l[render.LabelPolicy] == "" {
+		if l[v1alpha1.LabelManagedBy] != v1alpha1.ManagedBy || l[v1alpha1.LabelPolicy] == "" {
 			return nil
 		}
-		return []string{ownerKey(l[render.LabelPolicyNamespace], l[render.LabelPolicy])}
+		return []string{ownerKey(l[v1alpha1.LabelPolicyNamespace], l[v1alpha1.LabelPolicy])}
 	}
 	for _, obj := range []client.Object{&networkingv1alpha3.EnvoyFilter{}, &telemetryv1.Telemetry{}} {
 		if err := mgr.GetFieldIndexer().IndexField(ctx, obj, indexOwner, ownerIndex); err != nil {
@@ -107,8 +106,8 @@ func (r *Reconciler) neighbours(ctx context.Context, o client.Object) []reconcil
 // the policies whose conflicts it may change.
 func (r *Reconciler) ownerOrScope(ctx context.Context, o client.Object) []reconcile.Request {
 	l := o.GetLabels()
-	if l[render.LabelManagedBy] == render.ManagedBy && l[render.LabelPolicy] != "" {
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: l[render.LabelPolicyNamespace], Name: l[render.LabelPolicy]}}}
+	if l[v1alpha1.LabelManagedBy] == v1alpha1.ManagedBy && l[v1alpha1.LabelPolicy] != "" {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: l[v1alpha1.LabelPolicyNamespace], Name: l[v1alpha1.LabelPolicy]}}}
 	}
 	return r.policiesIn(ctx, o.GetNamespace(), nil)
 }

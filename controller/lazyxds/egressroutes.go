@@ -11,6 +11,8 @@ import (
 	networkingapi "istio.io/api/networking/v1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 )
 
 // Egress-bound copies of the user's VirtualServices. A first call to a hidden
@@ -45,7 +47,7 @@ type EgressRoutesInput struct {
 // source is the egress itself, and every port arrives on one listener.
 func RenderEgressRoutes(in EgressRoutesInput) (*networkingv1.VirtualService, []string) {
 	vs := in.VirtualService
-	if vs == nil || vs.Labels[ManagedByLabel] == ManagedByValue || len(in.Egresses) == 0 {
+	if vs == nil || vs.Labels[v1alpha1.LabelManagedBy] == v1alpha1.ManagedBy || len(in.Egresses) == 0 {
 		return nil, nil
 	}
 	spec := &vs.Spec

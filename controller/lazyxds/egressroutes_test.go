@@ -9,6 +9,8 @@ import (
 	networkingapi "istio.io/api/networking/v1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 )
 
 func lazyPorts(m map[string][]uint32) func(string) ([]uint32, bool) {
@@ -49,7 +51,7 @@ func TestRenderEgressRoutesCopiesRouting(t *testing.T) {
 	if cp == nil {
 		t.Fatal("no copy")
 	}
-	if cp.Namespace != "shop" || cp.Name != "leanmesh-lazy-vs-reviews" || cp.Labels[ManagedByLabel] != ManagedByValue ||
+	if cp.Namespace != "shop" || cp.Name != "leanmesh-lazy-vs-reviews" || cp.Labels[v1alpha1.LabelManagedBy] != v1alpha1.ManagedBy ||
 		len(cp.OwnerReferences) != 1 || cp.OwnerReferences[0].UID != "uid-1" || cp.OwnerReferences[0].Kind != "VirtualService" {
 		t.Fatalf("metadata %+v", cp.ObjectMeta)
 	}

@@ -9,13 +9,11 @@ import (
 	networkingapi "istio.io/api/networking/v1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 )
 
 const (
-	// ManagedByLabel marks every object leanmesh renders, so the reconciler can
-	// list and garbage-collect what it owns.
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	ManagedByValue = "leanmesh"
 	// DefaultEgressName names the lazy egress Deployment, Service and Gateway.
 	DefaultEgressName = "leanmesh-lazy-egress"
 	// SidecarNamePrefix prefixes each workload's Sidecar name.
@@ -89,7 +87,9 @@ func formatLabels(m map[string]string) string {
 	return b.String()
 }
 
-func managedLabels() map[string]string { return map[string]string{ManagedByLabel: ManagedByValue} }
+func managedLabels() map[string]string {
+	return map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedBy}
+}
 
 // RenderSidecar renders a lazy workload's networking.istio.io/v1 Sidecar. The
 // error is a *SelectorError when the workload cannot be selected safely; the

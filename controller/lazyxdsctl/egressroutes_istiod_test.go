@@ -152,7 +152,7 @@ func TestEgressFollowsUserVirtualService(t *testing.T) {
 			return err
 		}
 		cond := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionRoutingReproduced)
-		if cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != v1alpha1.ReasonRoutesPartial ||
+		if cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != v1alpha1.ReasonUnreproducibleRoutes ||
 			len(p.Status.UnreproducibleRoutes) != 1 || !strings.Contains(p.Status.UnreproducibleRoutes[0], "shop/reviews: http route canary-for-productpage") ||
 			p.Status.EgressVirtualServices != 1 {
 			return fmt.Errorf("condition %+v, routes %v, copies %d", cond, p.Status.UnreproducibleRoutes, p.Status.EgressVirtualServices)
@@ -162,11 +162,11 @@ func TestEgressFollowsUserVirtualService(t *testing.T) {
 			return err
 		}
 		for _, e := range evs.Items {
-			if e.Reason == v1alpha1.ReasonRoutesPartial && strings.Contains(e.Message, "canary-for-productpage") {
+			if e.Reason == v1alpha1.ReasonUnreproducibleRoutes && strings.Contains(e.Message, "canary-for-productpage") {
 				return nil
 			}
 		}
-		return fmt.Errorf("no %s event", v1alpha1.ReasonRoutesPartial)
+		return fmt.Errorf("no %s event", v1alpha1.ReasonUnreproducibleRoutes)
 	})
 
 	// The user edits the split and drops the per-caller rule: the egress follows.
@@ -195,7 +195,7 @@ func TestEgressFollowsUserVirtualService(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, mf := range cur.ManagedFields {
-		if mf.Manager == FieldOwner {
+		if mf.Manager == v1alpha1.FieldOwner {
 			t.Errorf("leanmesh wrote the user's VirtualService: %+v", mf)
 		}
 	}

@@ -145,7 +145,7 @@ func (l *Loop) applyChange(ctx context.Context, ch lazyxds.SidecarChange, now ti
 		// An unsafe selector would scope other workloads: write nothing, and
 		// remove what an earlier, safe selector wrote.
 		if _, seen := run.unselectable[k]; !seen {
-			l.event(p, corev1.EventTypeWarning, v1alpha1.ReasonUnselectable, "Render", selErr.Error())
+			l.event(p, corev1.EventTypeWarning, v1alpha1.ReasonUnselectableWorkload, "Render", selErr.Error())
 		}
 		run.unselectable[k] = selErr.Reason
 		l.markStatus()
@@ -162,9 +162,9 @@ func (l *Loop) applyChange(ctx context.Context, ch lazyxds.SidecarChange, now ti
 		delete(run.unselectable, k)
 		l.markStatus()
 	}
-	sc.Labels[LabelComponent] = ComponentSidecar
-	sc.Labels[LabelPolicy] = p.Name
-	sc.Labels[LabelPolicyNamespace] = p.Namespace
+	sc.Labels[v1alpha1.LabelComponent] = ComponentSidecar
+	sc.Labels[v1alpha1.LabelLazyXDS] = p.Name
+	sc.Labels[v1alpha1.LabelLazyXDSNamespace] = p.Namespace
 	if p.Namespace == sc.Namespace {
 		// Garbage collection when the policy goes while the controller is down.
 		sc.OwnerReferences = []metav1.OwnerReference{ownerRef(p)}
@@ -172,7 +172,7 @@ func (l *Loop) applyChange(ctx context.Context, ch lazyxds.SidecarChange, now ti
 	if err := l.apply(ctx, sc); err != nil {
 		l.opts.Logger.Error(err, "applying Sidecar", "workload", k.String())
 		if run.applyErr == "" {
-			l.event(p, corev1.EventTypeWarning, v1alpha1.ReasonSidecarApplyErr, "Apply", err.Error())
+			l.event(p, corev1.EventTypeWarning, v1alpha1.ReasonSidecarApplyFailed, "Apply", err.Error())
 		}
 		run.applyErr = err.Error()
 		l.metrics.sidecar("failed")
@@ -212,7 +212,7 @@ func (l *Loop) deleteSidecar(ctx context.Context, k lazyxds.WorkloadKey) error {
 	if err != nil {
 		return err
 	}
-	if sc.Labels[LabelComponent] != ComponentSidecar {
+	if sc.Labels[v1alpha1.LabelComponent] != ComponentSidecar {
 		return nil
 	}
 	if err := l.c.Delete(ctx, &sc); err != nil && !apierrors.IsNotFound(err) {
@@ -227,7 +227,7 @@ func (l *Loop) apply(ctx context.Context, obj client.Object) error {
 	if err != nil {
 		return err
 	}
-	return l.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)
+	return l.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(v1alpha1.FieldOwner), client.ForceOwnership)
 }
 
 func ownerRef(p *v1alpha1.LazyXDS) metav1.OwnerReference {
@@ -292,9 +292,9 @@ func (l *Loop) desiredInfra() map[string]client.Object {
 				l.opts.Logger.Error(err, "rendering redirect", "policy", p.Namespace+"/"+p.Name)
 				continue
 			}
-			ef.Labels[LabelComponent] = ComponentRedirect
-			ef.Labels[LabelPolicy] = p.Name
-			ef.Labels[LabelPolicyNamespace] = p.Namespace
+			ef.Labels[v1alpha1.LabelComponent] = ComponentRedirect
+			ef.Labels[v1alpha1.LabelLazyXDS] = p.Name
+			ef.Labels[v1alpha1.LabelLazyXDSNamespace] = p.Namespace
 			if ns == p.Namespace {
 				ef.OwnerReferences = []metav1.OwnerReference{ownerRef(p)}
 			}
@@ -304,7 +304,7 @@ func (l *Loop) desiredInfra() map[string]client.Object {
 	ports := l.graph.HTTPPorts()
 	for _, eg := range egresses {
 		for _, o := range lazyxds.RenderEgress(eg, ports).Objects() {
-			o.GetLabels()[LabelComponent] = ComponentEgress
+			o.GetLabels()[v1alpha1.LabelComponent] = ComponentEgress
 			out[infraKey(o)] = o
 		}
 	}
@@ -340,7 +340,7 @@ func (l *Loop) desiredEgressRoutes(egresses map[string]lazyxds.Egress, out map[s
 		if cp == nil {
 			continue
 		}
-		cp.Labels[LabelComponent] = ComponentEgressRoutes
+		cp.Labels[v1alpha1.LabelComponent] = ComponentEgressRoutes
 		out[infraKey(cp)] = cp
 		facts.rendered++
 	}
@@ -379,7 +379,7 @@ func (l *Loop) applyInfra(ctx context.Context) {
 		if prev, ok := l.infraApplied[key]; ok && prev.rendered == string(b) {
 			continue
 		}
-		if err := l.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		if err := l.c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(v1alpha1.FieldOwner), client.ForceOwnership); err != nil {
 			l.opts.Logger.Error(err, "applying lazy-xDS object", "object", key)
 			failed = true
 			continue
@@ -421,7 +421,7 @@ type infraObject struct {
 // recorded so applyInfra deletes the ones no policy wants.
 func (l *Loop) collectGarbage(ctx context.Context) error {
 	var scs networkingv1.SidecarList
-	if err := l.c.List(ctx, &scs, client.MatchingLabels{LabelComponent: ComponentSidecar}); err != nil {
+	if err := l.c.List(ctx, &scs, client.MatchingLabels{v1alpha1.LabelComponent: ComponentSidecar}); err != nil {
 		return err
 	}
 	for i := range scs.Items {
@@ -447,12 +447,12 @@ func (l *Loop) collectGarbage(ctx context.Context) error {
 	} {
 		list := &metav1.PartialObjectMetadataList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		sel := client.MatchingLabels{lazyxds.ManagedByLabel: lazyxds.ManagedByValue}
-		if err := l.api.List(ctx, list, sel, client.HasLabels{LabelComponent}); err != nil {
+		sel := client.MatchingLabels{v1alpha1.LabelManagedBy: v1alpha1.ManagedBy}
+		if err := l.api.List(ctx, list, sel, client.HasLabels{v1alpha1.LabelComponent}); err != nil {
 			return err
 		}
 		for _, o := range list.Items {
-			if c := o.Labels[LabelComponent]; c != ComponentRedirect && c != ComponentEgress && c != ComponentEgressRoutes {
+			if c := o.Labels[v1alpha1.LabelComponent]; c != ComponentRedirect && c != ComponentEgress && c != ComponentEgressRoutes {
 				continue
 			}
 			l.infraApplied[gvk.Kind+"/"+o.Namespace+"/"+o.Name] = infraObject{gvk: gvk}

@@ -185,7 +185,7 @@ func (l *Loop) onSidecar(obj any, deleted bool) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if sc.Labels[LabelComponent] == ComponentSidecar && sc.Labels[lazyxds.ManagedByLabel] == lazyxds.ManagedByValue {
+	if sc.Labels[v1alpha1.LabelComponent] == ComponentSidecar && sc.Labels[v1alpha1.LabelManagedBy] == v1alpha1.ManagedBy {
 		// Ours: if someone deletes it while its workload is lazy, write it again.
 		if deleted {
 			k := lazyxds.WorkloadKey{Namespace: sc.Namespace, Name: strings.TrimPrefix(sc.Name, lazyxds.SidecarNamePrefix)}
@@ -290,7 +290,7 @@ func (l *Loop) onVirtualService(obj any, deleted bool) {
 	}
 	l.infraDirty = true // its egress-bound copy
 	l.mu.Unlock()
-	if vs.Labels[lazyxds.ManagedByLabel] == lazyxds.ManagedByValue {
+	if vs.Labels[v1alpha1.LabelManagedBy] == v1alpha1.ManagedBy {
 		return // ours (the egress's default route, the copies): no visibility to add
 	}
 	if deleted {

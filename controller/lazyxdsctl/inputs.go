@@ -209,7 +209,7 @@ func ChoosePolicy(policies []*v1alpha1.LazyXDS, ns string, wl map[string]string,
 // the workload through its workloadSelector. A namespace-wide Sidecar (no
 // selector) does not count: Istio lets a selector-bearing Sidecar override it.
 func UserSidecarSelects(sc *networkingv1.Sidecar, wl map[string]string) bool {
-	if sc.Labels[lazyxds.ManagedByLabel] == lazyxds.ManagedByValue {
+	if sc.Labels[v1alpha1.LabelManagedBy] == v1alpha1.ManagedBy {
 		return false
 	}
 	sel := sc.Spec.GetWorkloadSelector().GetLabels()

@@ -147,7 +147,7 @@ func TestUserSidecarSelects(t *testing.T) {
 	if UserSidecarSelects(sc(nil, nil), wl) {
 		t.Error("namespace-wide Sidecar is overridden by ours, not a conflict")
 	}
-	if UserSidecarSelects(sc(map[string]string{lazyxds.ManagedByLabel: lazyxds.ManagedByValue}, map[string]string{"app": "web"}), wl) {
+	if UserSidecarSelects(sc(map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedBy}, map[string]string{"app": "web"}), wl) {
 		t.Error("our own Sidecar")
 	}
 	if UserSidecarSelects(sc(nil, map[string]string{"app": "db"}), wl) {

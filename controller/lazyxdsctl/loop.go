@@ -45,19 +45,12 @@ import (
 )
 
 const (
-	// FieldOwner is the server-side apply manager of everything the loop writes.
-	FieldOwner = "leanmesh"
-	// LabelComponent tells the loop's objects apart from the TelemetryPolicy
-	// operator's (both carry app.kubernetes.io/managed-by=leanmesh).
-	LabelComponent    = "leanmesh.io/component"
+	// Values of v1alpha1.LabelComponent on the loop's objects.
 	ComponentSidecar  = "lazyxds-sidecar"
 	ComponentRedirect = "lazyxds-redirect"
 	ComponentEgress   = "lazyxds-egress"
 	// ComponentEgressRoutes marks the egress-bound copies of VirtualServices.
 	ComponentEgressRoutes = "lazyxds-egress-routes"
-	// LabelPolicy/LabelPolicyNamespace name the LazyXDS an object was rendered for.
-	LabelPolicy          = "leanmesh.io/lazyxds"
-	LabelPolicyNamespace = "leanmesh.io/lazyxds-namespace"
 
 	// DefaultConfigMapName holds the learned-dependency snapshot.
 	DefaultConfigMapName = "leanmesh-lazyxds-state"

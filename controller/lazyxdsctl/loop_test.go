@@ -346,14 +346,14 @@ func TestLoopAgainstAPIServer(t *testing.T) {
 		}
 		d := poll(t, 20*time.Second, "Sidecars and redirect removed", func() error {
 			var scs networkingv1.SidecarList
-			if err := c.List(ctx, &scs, client.InNamespace(shop), client.MatchingLabels{LabelComponent: ComponentSidecar}); err != nil {
+			if err := c.List(ctx, &scs, client.InNamespace(shop), client.MatchingLabels{v1alpha1.LabelComponent: ComponentSidecar}); err != nil {
 				return err
 			}
 			if len(scs.Items) > 0 {
 				return fmt.Errorf("%d Sidecars left", len(scs.Items))
 			}
 			var efs networkingv1alpha3.EnvoyFilterList
-			if err := c.List(ctx, &efs, client.MatchingLabels{LabelComponent: ComponentRedirect}); err != nil {
+			if err := c.List(ctx, &efs, client.MatchingLabels{v1alpha1.LabelComponent: ComponentRedirect}); err != nil {
 				return err
 			}
 			if len(efs.Items) > 0 {

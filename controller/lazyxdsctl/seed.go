@@ -168,7 +168,7 @@ func (l *Loop) applySeed(o seedOutcome) {
 	l.statusDirty = true
 	l.mu.Unlock()
 	if o.err != nil && prevErr == "" {
-		l.event(p, corev1.EventTypeWarning, v1alpha1.ReasonSeedFailed, "Seed", o.err.Error())
+		l.event(p, corev1.EventTypeWarning, v1alpha1.ReasonSeedQueryFailed, "Seed", o.err.Error())
 	}
 }
 

@@ -344,7 +344,7 @@ func TestSeedFromTelemetryFirstCallGoesDirect(t *testing.T) {
 		}
 		cond := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionSeeded)
 		ready := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady)
-		if cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != v1alpha1.ReasonSeedFailed || !strings.Contains(cond.Message, "missing") ||
+		if cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != v1alpha1.ReasonSeedQueryFailed || !strings.Contains(cond.Message, "missing") ||
 			ready == nil || ready.Status != metav1.ConditionTrue {
 			return fmt.Errorf("seeded %+v ready %+v", cond, ready)
 		}

@@ -92,7 +92,7 @@ func (l *Loop) writeStatus(ctx context.Context) {
 				fmt.Sprintf("%d workload(s) already scoped by a user Sidecar are left alone: %s", len(f.conflicts), strings.Join(st.ConflictingWorkloads, ", ")))
 		}
 		if n := newItems(run.written, st.UnreproducibleRoutes); len(n) > 0 {
-			l.event(f.p, corev1.EventTypeWarning, v1alpha1.ReasonRoutesPartial, "Route",
+			l.event(f.p, corev1.EventTypeWarning, v1alpha1.ReasonUnreproducibleRoutes, "Route",
 				"first calls through the lazy egress cannot follow these VirtualService rules (they apply once the dependency is learned): "+strings.Join(n, "; "))
 		}
 		written := st
@@ -142,7 +142,7 @@ func (l *Loop) statusFor(f *policyFacts, run *policyRuntime) v1alpha1.LazyXDSSta
 		ready.Status, ready.Reason = metav1.ConditionFalse, v1alpha1.ReasonPersistFailed
 		ready.Message = "new dependencies are held back until the snapshot can be saved: " + l.persistFailed
 	case run.applyErr != "":
-		ready.Status, ready.Reason = metav1.ConditionFalse, v1alpha1.ReasonSidecarApplyErr
+		ready.Status, ready.Reason = metav1.ConditionFalse, v1alpha1.ReasonSidecarApplyFailed
 		ready.Message = run.applyErr
 	case len(f.workloads) == 0:
 		ready.Status, ready.Reason = metav1.ConditionTrue, v1alpha1.ReasonNoWorkloads
@@ -183,7 +183,7 @@ func (l *Loop) statusFor(f *policyFacts, run *policyRuntime) v1alpha1.LazyXDSSta
 				ss.Edges, ss.Added, ss.Skipped, ss.Truncated = int32(sd.edges), int32(sd.applied.Added), int32(sd.applied.Skipped()), sd.truncated
 			}
 			if sd.err != "" {
-				seeded.Status, seeded.Reason = metav1.ConditionFalse, v1alpha1.ReasonSeedFailed
+				seeded.Status, seeded.Reason = metav1.ConditionFalse, v1alpha1.ReasonSeedQueryFailed
 				seeded.Message = "learning from access logs only until the query works again: " + sd.err
 			} else {
 				seeded.Status, seeded.Reason = metav1.ConditionTrue, v1alpha1.ReasonSeeded
@@ -203,9 +203,9 @@ func (l *Loop) statusFor(f *policyFacts, run *policyRuntime) v1alpha1.LazyXDSSta
 		st.UnreproducibleRoutes = st.UnreproducibleRoutes[:maxReported]
 	}
 	routing := metav1.Condition{Type: v1alpha1.ConditionRoutingReproduced, ObservedGeneration: gen, Status: metav1.ConditionTrue,
-		Reason: v1alpha1.ReasonRoutesOK, Message: fmt.Sprintf("%d VirtualService(s) of lazy hosts copied to the lazy egress", l.routing.rendered)}
+		Reason: v1alpha1.ReasonAllRoutesReproduced, Message: fmt.Sprintf("%d VirtualService(s) of lazy hosts copied to the lazy egress", l.routing.rendered)}
 	if n := len(l.routing.problems); n > 0 {
-		routing.Status, routing.Reason = metav1.ConditionFalse, v1alpha1.ReasonRoutesPartial
+		routing.Status, routing.Reason = metav1.ConditionFalse, v1alpha1.ReasonUnreproducibleRoutes
 		routing.Message = fmt.Sprintf("%d rule(s) cannot apply to first calls through the egress (listed in status.unreproducibleRoutes); they apply once the dependency is learned", n)
 	}
 	meta.SetStatusCondition(&st.Conditions, routing)

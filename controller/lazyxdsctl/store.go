@@ -12,6 +12,7 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/controller/lazyxds"
 )
 
@@ -76,10 +77,10 @@ func (l *Loop) persist(ctx context.Context) error {
 		return err
 	}
 	cm := corev1ac.ConfigMap(l.opts.ConfigMapName, l.opts.Namespace).
-		WithLabels(map[string]string{lazyxds.ManagedByLabel: lazyxds.ManagedByValue, LabelComponent: "lazyxds-state"}).
+		WithLabels(map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedBy, v1alpha1.LabelComponent: "lazyxds-state"}).
 		WithAnnotations(map[string]string{"leanmesh.io/snapshot-format": fmt.Sprintf("v%d gzip json", lazyxds.SnapshotVersion)}).
 		WithBinaryData(map[string][]byte{SnapshotKey: raw})
-	if err := l.c.Apply(ctx, cm, client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+	if err := l.c.Apply(ctx, cm, client.FieldOwner(v1alpha1.FieldOwner), client.ForceOwnership); err != nil {
 		l.persistFailed = err.Error()
 		l.metrics.persist("failed", len(l.persistedRaw))
 		return fmt.Errorf("lazyxds: writing snapshot: %w", err)

@@ -47,17 +47,9 @@ import (
 	"github.com/leanmesh/leanmesh/filters/pluginconfig"
 )
 
-// Labels and names shared with the install paths and the filter library.
+// Names shared with the install paths and the filter library (labels live
+// in controller/api/v1alpha1).
 const (
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	ManagedBy      = "leanmesh"
-	LabelPolicy    = "leanmesh.io/policy"
-	// LabelPolicyNamespace disambiguates policies of the same name: a
-	// mesh-wide policy's objects live in other namespaces.
-	LabelPolicyNamespace = "leanmesh.io/policy-namespace"
-	LabelEnvoyVersion    = "leanmesh.io/envoy-version"
-	LabelRevision        = "istio.io/rev"
-
 	LibraryID          = "leanmesh"
 	DefaultLibraryPath = "/etc/leanmesh/leanmesh.so"
 	PluginHTTP         = "leanmesh"
@@ -155,10 +147,10 @@ func Render(in Input) (*Output, error) {
 	if err != nil {
 		return nil, invalid("spec.istioRelease: %v", err)
 	}
-	if v, ok := spec.Selector.MatchLabels[LabelEnvoyVersion]; ok && v != rel.Envoy {
-		return nil, invalid("spec.selector: %s=%s contradicts Istio %s (Envoy %s)", LabelEnvoyVersion, v, rel.Istio, rel.Envoy)
+	if v, ok := spec.Selector.MatchLabels[v1alpha1.LabelEnvoyVersion]; ok && v != rel.Envoy {
+		return nil, invalid("spec.selector: %s=%s contradicts Istio %s (Envoy %s)", v1alpha1.LabelEnvoyVersion, v, rel.Istio, rel.Envoy)
 	}
-	out := &Output{Release: rel, Spec: spec, PodSelector: map[string]string{LabelEnvoyVersion: rel.Envoy}}
+	out := &Output{Release: rel, Spec: spec, PodSelector: map[string]string{v1alpha1.LabelEnvoyVersion: rel.Envoy}}
 	for k, v := range spec.Selector.MatchLabels {
 		out.PodSelector[k] = v
 	}
@@ -494,12 +486,12 @@ func configValue(cfg pluginconfig.Config) (map[string]any, error) {
 }
 
 func (r *renderer) meta(name, namespace string) metav1.ObjectMeta {
-	labels := map[string]string{LabelManagedBy: ManagedBy, LabelPolicy: r.in.Policy.Name}
+	labels := map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedBy, v1alpha1.LabelPolicy: r.in.Policy.Name}
 	if r.in.Policy.Namespace != "" {
-		labels[LabelPolicyNamespace] = r.in.Policy.Namespace
+		labels[v1alpha1.LabelPolicyNamespace] = r.in.Policy.Namespace
 	}
 	if r.spec.IstioRevision != "" {
-		labels[LabelRevision] = r.spec.IstioRevision
+		labels[v1alpha1.LabelRevision] = r.spec.IstioRevision
 	}
 	return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels}
 }

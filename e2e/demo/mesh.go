@@ -51,12 +51,12 @@ func (r *run) sampleMesh() error {
 	r.proxies = map[string]*proxy{}
 	for _, w := range bookinfo {
 		extra := map[string]string{
-			render.LabelEnvoyVersion: r.rel.Envoy, "security.istio.io/tlsMode": "istio",
+			v1alpha1.LabelEnvoyVersion: r.rel.Envoy, "security.istio.io/tlsMode": "istio",
 			"service.istio.io/canonical-name": w.Labels["app"], "service.istio.io/canonical-revision": w.Labels["version"],
 		}
 		if w.Name == "ratings" {
 			// ratings' proxy does not carry the library: leanmesh must leave it alone.
-			delete(extra, render.LabelEnvoyVersion)
+			delete(extra, v1alpha1.LabelEnvoyVersion)
 		}
 		w.Labels = withLabels(w.Labels, extra)
 		objs, err := r.env.CreateWorkload(r.ctx, w)

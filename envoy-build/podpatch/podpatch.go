@@ -42,6 +42,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
+
+	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 )
 
 // Mode is how the library reaches the proxy.
@@ -55,7 +57,6 @@ const (
 
 // Names shared with the controller, the chart and the images.
 const (
-	LabelEnvoyVersion    = "leanmesh.io/envoy-version" // = controller/render.LabelEnvoyVersion
 	AnnotationProxyImage = "sidecar.istio.io/proxyImage"
 	AnnotationVolume     = "sidecar.istio.io/userVolume"
 	AnnotationMount      = "sidecar.istio.io/userVolumeMount"
@@ -156,7 +157,7 @@ func Render(o Options) (*Patch, error) {
 	}
 	p := &Patch{}
 	md := &p.Spec.Template.Metadata
-	md.Labels = map[string]string{LabelEnvoyVersion: o.EnvoyVersion}
+	md.Labels = map[string]string{v1alpha1.LabelEnvoyVersion: o.EnvoyVersion}
 	md.Annotations = map[string]string{AnnotationExcludeInboundPorts: strconv.Itoa(MetricsPort)}
 	p.Spec.Template.Spec = &PodSpec{Containers: []ProxyContainerPatch{{
 		Name:  ProxyContainer,

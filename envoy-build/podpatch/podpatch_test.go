@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
+
+	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.yaml from the renderer")
@@ -138,7 +140,7 @@ func TestEveryModeLabels(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := p.Spec.Template.Metadata.Labels[LabelEnvoyVersion]; got != o.EnvoyVersion {
+		if got := p.Spec.Template.Metadata.Labels[v1alpha1.LabelEnvoyVersion]; got != o.EnvoyVersion {
 			t.Errorf("%s: label %q, want %q", name, got, o.EnvoyVersion)
 		}
 	}

@@ -146,34 +146,6 @@ type PrometheusTLS struct {
 	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
 }
 
-// Condition types and reasons of LazyXDS.
-const (
-	// ConditionConflict is True when a user's Sidecar already selects a
-	// workload of the policy: that workload is left alone (no leanmesh Sidecar).
-	ConditionConflict = "Conflict"
-	// ConditionSeeded reports the last telemetry seed (only with
-	// seedFromTelemetry). False: the query failed and learning falls back to
-	// the access logs alone.
-	ConditionSeeded = "Seeded"
-	// ConditionRoutingReproduced is False when a VirtualService of a lazy
-	// host has rules the lazy egress cannot apply for the caller (they apply
-	// once the dependency is learned and the call goes direct).
-	ConditionRoutingReproduced = "RoutingReproduced"
-
-	ReasonLearning        = "Learning"
-	ReasonNoWorkloads     = "NoWorkloads"
-	ReasonUserSidecar     = "UserSidecar"
-	ReasonNoConflict      = "NoConflict"
-	ReasonUnselectable    = "UnselectableWorkload"
-	ReasonSidecarApplyErr = "SidecarApplyFailed"
-	ReasonPersistFailed   = "PersistFailed"
-	ReasonSeeded          = "Seeded"
-	ReasonSeedFailed      = "SeedQueryFailed"
-	ReasonSeedPending     = "SeedPending"
-	ReasonRoutesOK        = "AllRoutesReproduced"
-	ReasonRoutesPartial   = "UnreproducibleRoutes"
-)
-
 // LazyXDSStatus reports what the loop did for the policy.
 type LazyXDSStatus struct {
 	// ObservedGeneration is the spec generation this status describes.

@@ -227,33 +227,24 @@ type ObjectRef struct {
 	Name       string `json:"name"`
 }
 
-// WorkloadRef names a selected workload whose pods lack the library.
+// WorkloadRef names a selected workload and how many of its pods a list
+// counts.
 type WorkloadRef struct {
 	Namespace string `json:"namespace"`
 	// Name: the pod's canonical service (service.istio.io/canonical-name,
 	// app.kubernetes.io/name or app label), else the pod name.
 	Name string `json:"name"`
-	// Pods is how many of its pods lack the library label (or carry another
-	// Envoy version).
+	// Pods is how many of its pods the list counts.
 	Pods int32 `json:"pods"`
+	// By is, for an overridden workload, the policy ("namespace/name")
+	// that governs it instead.
+	// +optional
+	By string `json:"by,omitempty"`
+	// ProxyVersion is, for a version skew, the Istio version the pods'
+	// proxies report to istiod.
+	// +optional
+	ProxyVersion string `json:"proxyVersion,omitempty"`
 }
-
-// Condition types and reasons.
-const (
-	ConditionReady = "Ready"
-	// ConditionLibraryPresent is False when selected pods lack the library
-	// label; they keep Istio's telemetry.
-	ConditionLibraryPresent = "LibraryPresent"
-
-	ReasonApplied        = "Applied"
-	ReasonIstioMode      = "IstioTelemetry"
-	ReasonInvalidConfig  = "InvalidConfig"
-	ReasonConflict       = "Conflict"
-	ReasonTelemetryClash = "TelemetryConflict"
-	ReasonApplyFailed    = "ApplyFailed"
-	ReasonLibraryMissing = "LibraryMissing"
-	ReasonAllLabelled    = "AllLabelled"
-)
 
 // TelemetryPolicyStatus reports what was rendered and why not.
 type TelemetryPolicyStatus struct {
@@ -263,7 +254,7 @@ type TelemetryPolicyStatus struct {
 	// Mode in effect.
 	// +optional
 	Mode Mode `json:"mode,omitempty"`
-	// Conditions: Ready, LibraryPresent.
+	// Conditions: Ready, LibraryPresent, ProxyVersionMatch, ConfigAccepted.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -275,6 +266,20 @@ type TelemetryPolicyStatus struct {
 	// their pods lack leanmesh.io/envoy-version=<release's Envoy>.
 	// +optional
 	WorkloadsMissingLibrary []WorkloadRef `json:"workloadsMissingLibrary,omitempty"`
+	// GovernedWorkloads are the selected workloads this policy decides for
+	// (with or without the library): no more specific policy selects them.
+	// +optional
+	GovernedWorkloads []WorkloadRef `json:"governedWorkloads,omitempty"`
+	// OverriddenWorkloads are selected workloads a more specific policy
+	// governs instead (Istio's Telemetry API precedence: workload selector
+	// over namespace over root namespace), each with that policy in by.
+	// +optional
+	OverriddenWorkloads []WorkloadRef `json:"overriddenWorkloads,omitempty"`
+	// ProxyVersionSkew are governed workloads whose proxies report an Istio
+	// version outside the policy's proxyVersion match (from istiod): they
+	// keep Istio's telemetry, since both stacks switch on the same match.
+	// +optional
+	ProxyVersionSkew []WorkloadRef `json:"proxyVersionSkew,omitempty"`
 }
 
 // TelemetryPolicy switches the selected workloads between Istio's telemetry
