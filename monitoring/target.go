@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/envoy-build/podpatch"
 	"github.com/leanmesh/leanmesh/filters/pluginconfig"
 )
@@ -39,7 +40,7 @@ var Proxies = Target{
 	Container:     podpatch.ProxyContainer,
 	PortName:      podpatch.MetricsPortName,
 	Path:          pluginconfig.DefaultExpositionPath,
-	SelectorLabel: podpatch.LabelEnvoyVersion,
+	SelectorLabel: v1alpha1.LabelEnvoyVersion,
 	Job:           "leanmesh-proxies",
 }
 

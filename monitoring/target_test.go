@@ -11,6 +11,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/controller/render"
 	"github.com/leanmesh/leanmesh/envoy-build/podpatch"
 )
@@ -46,8 +47,8 @@ func TestTargetAgreesWithInstallPaths(t *testing.T) {
 	if podpatch.MetricsPort != render.DefaultExposePort {
 		t.Errorf("podpatch declares %d, the exposition listener binds %d", podpatch.MetricsPort, render.DefaultExposePort)
 	}
-	if Proxies.SelectorLabel != render.LabelEnvoyVersion {
-		t.Errorf("selector label %s, EnvoyFilters select %s", Proxies.SelectorLabel, render.LabelEnvoyVersion)
+	if Proxies.SelectorLabel != v1alpha1.LabelEnvoyVersion {
+		t.Errorf("selector label %s, EnvoyFilters select %s", Proxies.SelectorLabel, v1alpha1.LabelEnvoyVersion)
 	}
 }
 
