@@ -274,7 +274,7 @@ func injectedPod(name, ip, envoy string, phase corev1.PodPhase) *corev1.Pod {
 	labels := map[string]string{"app": strings.SplitN(name, "-", 2)[0], "security.istio.io/tlsMode": "istio"}
 	if envoy != "" {
 		proxyPorts = append(proxyPorts, corev1.ContainerPort{Name: podpatch.MetricsPortName, ContainerPort: podpatch.MetricsPort, Protocol: corev1.ProtocolTCP})
-		labels[podpatch.LabelEnvoyVersion] = envoy
+		labels[v1alpha1.LabelEnvoyVersion] = envoy
 	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "bookinfo", Labels: labels,
