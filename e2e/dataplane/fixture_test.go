@@ -98,6 +98,17 @@ func startSidecar(t testing.TB, p pod, workers int, extra map[string]interface{}
 // startSidecarEnv is startSidecar with extra environment for the host.
 func startSidecarEnv(t testing.TB, p pod, workers int, extra map[string]interface{}, env []string) *sidecar {
 	t.Helper()
+	return startSidecarWith(t, p, workers, extra, env, "")
+}
+
+// startSidecarSO is startSidecar with another build of the library.
+func startSidecarSO(t testing.TB, p pod, workers int, so string) *sidecar {
+	t.Helper()
+	return startSidecarWith(t, p, workers, nil, nil, so)
+}
+
+func startSidecarWith(t testing.TB, p pod, workers int, extra map[string]interface{}, env []string, so string) *sidecar {
+	t.Helper()
 	artifacts(t)
 	dir := t.TempDir()
 	labels := filepath.Join(dir, "labels")
@@ -106,7 +117,10 @@ func startSidecarEnv(t testing.TB, p pod, workers int, extra map[string]interfac
 	if err := os.WriteFile(labels, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h, err := envoyhost.Start(envoyhost.Options{HostBin: art.host, SO: art.leanmesh, Workers: workers, Env: append(p.env(), env...), LogLevel: 3})
+	if so == "" {
+		so = art.leanmesh
+	}
+	h, err := envoyhost.Start(envoyhost.Options{HostBin: art.host, SO: so, Workers: workers, Env: append(p.env(), env...), LogLevel: 3})
 	if err != nil {
 		t.Fatal(err)
 	}

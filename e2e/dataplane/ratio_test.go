@@ -3,8 +3,10 @@ package dataplane
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,6 +62,10 @@ func BenchmarkDataPlane(b *testing.B) {
 	sdkH, sdkC := start(envoyhost.Options{SO: art.sdkstats}, "sdkstats")
 	lm := startSidecar(b, productpage, 2, nil)
 	lmSDK := startSidecarEnv(b, productpage, 2, nil, []string{"LEANMESH_SDK_HEADERS=1"})
+	// GOMAXPROCS=4 with 2 workers on 2 cores: the Go runtime's background
+	// work (GC workers, sysmon's retakes) gets Ps of its own instead of
+	// taking the workers'.
+	lmGMP := startSidecarEnv(b, productpage, 2, nil, []string{"GOMAXPROCS=4"})
 	variants := []variant{
 		{"floor", floorH, steadyRequest(b, floorC)},
 		{"noop", noopH, steadyRequest(b, noopC)},
@@ -67,6 +73,15 @@ func BenchmarkDataPlane(b *testing.B) {
 		{"sdkstats", sdkH, steadyRequest(b, sdkC)},
 		// leanmesh writing MX headers with the SDK's Set/Del (which copy the map first)
 		{"lm-sdkhdr", lmSDK.h, steadyRequest(b, lmSDK.outbound)},
+		// the runtime setting the pod patch and chart default (docs/performance.md)
+		{"lm-gmp4", lmGMP.h, steadyRequest(b, lmGMP.outbound)},
+	}
+	// LEANMESH_BENCH_OLD_SO: an older leanmesh.so (e.g. built from an earlier
+	// commit) measured side by side with the current one in the same run.
+	var old *sidecar
+	if so := os.Getenv("LEANMESH_BENCH_OLD_SO"); so != "" {
+		old = startSidecarSO(b, productpage, 2, so)
+		variants = append(variants, variant{"lm-old", old.h, steadyRequest(b, old.outbound)})
 	}
 	res := map[string]*measurement{}
 	for round := 0; round < 3; round++ {
@@ -100,11 +115,77 @@ func BenchmarkDataPlane(b *testing.B) {
 		b.ReportMetric(marginal, fmt.Sprintf("marginal-vs-sdkstats-k%d", k))
 	}
 	for _, k := range []int{1, 2} {
+		d := cpu("leanmesh", k) - cpu("lm-gmp4", k)
+		fmt.Printf("k=%d: GOMAXPROCS=4 instead of the default (%d cores) changes leanmesh's CPU by %+.0f ns/request (positive: saves)\n", k, runtime.NumCPU(), d)
+		b.ReportMetric(d, fmt.Sprintf("gomaxprocs4-saving-ns-k%d", k))
+	}
+	if old := res["lm-old/1"]; old != nil {
+		for _, k := range []int{1, 2} {
+			fmt.Printf("k=%d: leanmesh now vs the old build: %.0f vs %.0f ns/request CPU\n", k, cpu("leanmesh", k), cpu("lm-old", k))
+		}
+	}
+	for _, k := range []int{1, 2} {
 		saved := cpu("lm-sdkhdr", k) - cpu("leanmesh", k)
 		fmt.Printf("k=%d: writing MX headers through the C API instead of HeaderMap.Set/Del saves %.0f ns/request\n", k, saved)
 		b.ReportMetric(saved, fmt.Sprintf("direct-header-saving-ns-k%d", k))
 	}
+	crossingsTable(b, n, lm, old, floorH, floorC, noopH, noopC, sdkH, sdkC)
 	scale := rps("leanmesh", 2) / rps("leanmesh", 1)
 	fmt.Printf("leanmesh throughput 2 workers / 1 worker = %.2fx (target >= 1.8; this machine has 2 cores shared with the host's main thread)\n", scale)
 	b.ReportMetric(scale, "leanmesh-scaling-2w/1w")
+}
+
+// crossingsTable prints, for every request shape (outbound and inbound, HTTP
+// and gRPC) and filter, the CPU per request next to the counts a machine's
+// speed does not change: C->Go callbacks, Go->C calls (request path; the
+// GC-paced finalizer calls apart) and Go allocations per request through the
+// ABI. One worker, medians of 3 rounds of n/4 requests.
+func crossingsTable(b *testing.B, n int, lm, old *sidecar, floorH *envoyhost.Host, floorC uint64, noopH *envoyhost.Host, noopC uint64, sdkH *envoyhost.Host, sdkC uint64) {
+	type row struct {
+		name    string
+		h       *envoyhost.Host
+		in, out uint64
+	}
+	rows := []row{{"floor", floorH, floorC, floorC}, {"noop", noopH, noopC, noopC}, {"leanmesh", lm.h, lm.inbound, lm.outbound}, {"sdkstats", sdkH, sdkC, sdkC}}
+	if old != nil {
+		rows = append(rows, row{"lm-old", old.h, old.inbound, old.outbound})
+	}
+	m := max(n/4, 1000)
+	fmt.Printf("\nper request, 1 worker, %d requests x 3 rounds (cpu: median); C->Go and Go->C on the request path, finalizer calls apart\n", m)
+	fmt.Printf("%-9s %-9s %10s %6s %6s %9s %7s %8s  %s\n", "shape", "variant", "cpu ns", "C->Go", "Go->C", "finalize", "allocs", "bytes", "Go->C by kind")
+	for _, sh := range shapes {
+		for _, r := range rows {
+			cfg := r.out
+			if sh.inbound {
+				cfg = r.in
+			}
+			req := sh.mk(b, cfg)
+			var cpus []float64
+			var last *envoyhost.BenchResult
+			for round := 0; round < 3; round++ {
+				res, err := r.h.Bench(req, m, 1)
+				if err != nil || res.Errors != 0 {
+					b.Fatalf("%s %s: %v %+v", sh.name, r.name, err, res)
+				}
+				cpus = append(cpus, float64(res.CPUPerRequest().Nanoseconds()))
+				last = res
+			}
+			c := last.PerRequest()
+			c2go, go2c := requestPath(c)
+			fin := c.ByKind["HttpFinalize"]
+			var go2cKinds []string
+			for k, v := range c.ByKind {
+				if !gcPaced[k] && !strings.HasPrefix(k, "On") && k != "RequestSemaDec" {
+					go2cKinds = append(go2cKinds, fmt.Sprintf("%s=%g", strings.TrimPrefix(k, "Http"), v))
+				}
+			}
+			sort.Strings(go2cKinds)
+			allocs, bytes := "n/a", "n/a"
+			if c.Allocs >= 0 {
+				allocs, bytes = fmt.Sprintf("%.1f", c.Allocs), fmt.Sprintf("%.0f", c.AllocByte)
+			}
+			fmt.Printf("%-9s %-9s %10.0f %6g %6g %9.2f %7s %8s  %s\n", sh.name, r.name, median(cpus), c2go, go2c, fin, allocs, bytes, strings.Join(go2cKinds, " "))
+			b.ReportMetric(go2c, fmt.Sprintf("%s-%s-go2c/req", sh.name, r.name))
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -66,13 +67,24 @@ type localState struct {
 
 // workerState is touched by one Envoy worker thread; the mutex only guards
 // against worker ids that collide modulo numWorkers, so it is uncontended.
+// Each is padded to workerStride bytes so that two workers never write the
+// same cache line: with the hot fields in the first 64 bytes and a 128-byte
+// stride, no line holds fields of two workers whatever the array's alignment
+// (128 also covers x86's adjacent-line prefetch). TestWorkerStatePadding
+// checks the sizes.
 type workerState struct {
+	workerFields
+	_ [workerStride - unsafe.Sizeof(workerFields{})%workerStride]byte
+}
+
+const workerStride = 128
+
+type workerFields struct {
 	mu       sync.Mutex
 	peers    *peer.Cache
 	dims     map[*peer.Workload]*telemetry.Peer
 	clusters map[string]*clusterInfo
 	flags    flagStrings
-	_        [32]byte
 }
 
 // NewConfig builds the runtime config; configs with equal metric settings

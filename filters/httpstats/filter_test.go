@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -529,4 +530,13 @@ func labelsOf(m *dto.Metric) map[string]string {
 		out[lp.GetName()] = lp.GetValue()
 	}
 	return out
+}
+
+func TestWorkerStatePadding(t *testing.T) {
+	if s := unsafe.Sizeof(workerState{}); s%workerStride != 0 {
+		t.Errorf("workerState is %d bytes, not a multiple of %d", s, workerStride)
+	}
+	if s := unsafe.Sizeof(workerFields{}); s > 64 {
+		t.Errorf("workerState's fields take %d bytes: more than one cache line, so two workers' fields may share a line", s)
+	}
 }
