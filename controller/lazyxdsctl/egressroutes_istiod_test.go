@@ -11,7 +11,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	networkingapi "istio.io/api/networking/v1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
-	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -157,12 +157,12 @@ func TestEgressFollowsUserVirtualService(t *testing.T) {
 			p.Status.EgressVirtualServices != 1 {
 			return fmt.Errorf("condition %+v, routes %v, copies %d", cond, p.Status.UnreproducibleRoutes, p.Status.EgressVirtualServices)
 		}
-		var evs corev1.EventList
+		var evs eventsv1.EventList
 		if err := c.List(ctx, &evs, client.InNamespace(shop)); err != nil {
 			return err
 		}
 		for _, e := range evs.Items {
-			if e.Reason == v1alpha1.ReasonUnreproducibleRoutes && strings.Contains(e.Message, "canary-for-productpage") {
+			if e.Reason == v1alpha1.ReasonUnreproducibleRoutes && strings.Contains(e.Note, "canary-for-productpage") {
 				return nil
 			}
 		}
