@@ -322,7 +322,10 @@ func BenchmarkLazyXDSScale(b *testing.B) {
 	flush()
 	toSidecar := time.Since(enabled)
 	seededSC := connect(seededW)
-	first, err := seededSC.WaitFor(ctx, func(s cluster.Snapshot) bool { return s.Pushes(cluster.TypeCluster) > 0 })
+	// Its first lazy CDS (a push istiod computed before it saw the Sidecar would be the full mesh).
+	first, err := seededSC.WaitFor(ctx, func(s cluster.Snapshot) bool {
+		return s.Pushes(cluster.TypeCluster) > 0 && len(s.Types[cluster.TypeCluster].Resources) < n
+	})
 	if err != nil {
 		b.Fatal(err)
 	}
