@@ -109,9 +109,21 @@ func setPath(m map[string]any, path string, v any) {
 	m[parts[len(parts)-1]] = v
 }
 
+// isHook: Helm hooks (the uninstall Job and its RBAC) are checked by
+// TestUninstallHook, not counted with the release's objects.
+func isHook(d map[string]any) bool {
+	md, _ := d["metadata"].(map[string]any)
+	ann, _ := md["annotations"].(map[string]any)
+	_, ok := ann["helm.sh/hook"]
+	return ok
+}
+
 func kinds(docs []map[string]any) []string {
 	var out []string
 	for _, d := range docs {
+		if isHook(d) {
+			continue
+		}
 		out = append(out, fmt.Sprint(d["kind"]))
 	}
 	sort.Strings(out)
@@ -223,7 +235,7 @@ func TestRBACMatchesGenerated(t *testing.T) {
 	}
 	for _, d := range docs {
 		kind := fmt.Sprint(d["kind"])
-		if kind != "ClusterRole" && kind != "Role" {
+		if (kind != "ClusterRole" && kind != "Role") || isHook(d) {
 			continue
 		}
 		b, _ := yaml.Marshal(d["rules"])
@@ -247,6 +259,43 @@ func TestCRDsMatchGenerated(t *testing.T) {
 		got, err := os.ReadFile(filepath.Join("crds", filepath.Base(g)))
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("crds/%s differs from %s (make generate copies it)", filepath.Base(g), g)
+		}
+	}
+}
+
+// TestUninstallHook: helm uninstall runs leanmesh uninstall as a pre-delete
+// Job, with just the permissions it needs; it can be switched off.
+func TestUninstallHook(t *testing.T) {
+	docs, err := renderChart(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hooks []string
+	var args []any
+	for _, d := range docs {
+		if !isHook(d) {
+			continue
+		}
+		hooks = append(hooks, fmt.Sprint(d["kind"]))
+		if d["kind"] == "Job" {
+			spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+			args = spec["containers"].([]any)[0].(map[string]any)["args"].([]any)
+		}
+	}
+	sort.Strings(hooks)
+	if got := strings.Join(hooks, " "); got != "ClusterRole ClusterRoleBinding Job Role RoleBinding ServiceAccount" {
+		t.Errorf("hook kinds %s", got)
+	}
+	if fmt.Sprint(args) != "[uninstall --namespace=leanmesh-system --deployment=leanmesh-controller]" {
+		t.Errorf("job args %v", args)
+	}
+	docs, err = renderChart(t, map[string]any{"uninstallHook.enabled": false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		if isHook(d) {
+			t.Errorf("hook %v rendered while disabled", d["kind"])
 		}
 	}
 }

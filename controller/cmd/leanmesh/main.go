@@ -3,6 +3,7 @@
 //	leanmesh controller   run the TelemetryPolicy controller (manager)
 //	leanmesh render       write the plain manifests under envoyfilters/
 //	leanmesh compare      compare Istio's and leanmesh's Prometheus output
+//	leanmesh uninstall    stop the controller and delete what it rendered (chart pre-delete hook)
 package main
 
 import (
@@ -16,6 +17,7 @@ commands:
   controller   run the TelemetryPolicy controller
   render       write plain EnvoyFilter manifests (make manifests)
   compare      compare two Prometheus text expositions (Istio's vs leanmesh's)
+  uninstall    stop the controller, delete every EnvoyFilter/Telemetry leanmesh rendered (chart pre-delete hook)
 
 Run leanmesh <command> -h for its flags.
 `
@@ -34,6 +36,8 @@ func main() {
 		code = runRender(args, os.Stdout, os.Stderr)
 	case "compare":
 		code = runCompare(args, os.Stdout, os.Stderr)
+	case "uninstall":
+		code = runUninstall(args, os.Stdout, os.Stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(os.Stdout, usage)
 	default:
