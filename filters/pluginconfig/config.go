@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/leanmesh/leanmesh/filters/peer"
 	"github.com/leanmesh/leanmesh/filters/telemetry"
 )
 
@@ -130,7 +131,12 @@ type Exposition struct {
 
 // Defaults.
 const (
-	DefaultPeerCacheSize        = 500
+	// DefaultPeerCacheSize is Istio's per-thread peer cache size, declared
+	// once in the package that owns the cache.
+	DefaultPeerCacheSize = peer.DefaultCacheSize
+	// MaxPeerCacheSize equals the CRD's maximum for
+	// spec.metadataExchange.peerCacheSize (controller/api/v1alpha1's
+	// TestCRDBoundsMatchParser compares them).
 	DefaultExpositionPath       = "/stats/prometheus"
 	DefaultTCPReportingDuration = 5 * time.Second
 	MaxPeerCacheSize            = 100000
