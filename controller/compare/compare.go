@@ -3,12 +3,20 @@
 // a Shadow-mode proxy's merged endpoint, and leanmesh's from port 15095) it
 // lists series present on one side only and values that differ beyond a
 // tolerance. Histograms are compared by count, sum and every bucket.
+//
+// It compares only the families leanmesh owns in the proxy's mode (Owned):
+// in both LeanMesh and Shadow mode that is the HTTP/gRPC families, since
+// Istio's own filter keeps recording TCP; the rest of Istio's side is listed
+// as Istio-only by design, never as missing. Shadow series carry the
+// leanmesh_shadow_ prefix, which is stripped before matching.
 package compare
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -29,6 +37,45 @@ type Options struct {
 	RelTolerance float64
 	// AbsTolerance is the allowed |a-b| regardless of magnitude.
 	AbsTolerance float64
+	// Mode is the proxy's leanmesh mode: ModeLeanMesh, ModeShadow, or
+	// ModeAuto ("") to detect it from leanmesh's exposition (Shadow names
+	// carry ShadowPrefix). ModeAll compares every family (no ownership).
+	Mode Mode
+
+	strip string // name prefix removed before matching (Shadow's side)
+}
+
+// Mode says which families leanmesh records for a proxy.
+type Mode string
+
+const (
+	ModeAuto     Mode = ""
+	ModeLeanMesh Mode = "LeanMesh"
+	ModeShadow   Mode = "Shadow"
+	ModeAll      Mode = "all"
+)
+
+// ShadowPrefix is what Shadow mode prepends to Istio's names
+// (pluginconfig.ShadowMetricPrefix; not imported to keep this package free
+// of the filter's).
+const ShadowPrefix = "leanmesh_shadow_"
+
+// httpFamilies are what leanmesh records in LeanMesh and Shadow mode: the
+// HTTP connection manager's families (docs/telemetry.md).
+var httpFamilies = []string{
+	"istio_requests_total", "istio_request_duration_milliseconds", "istio_request_bytes",
+	"istio_response_bytes", "istio_request_messages_total", "istio_response_messages_total",
+}
+
+// Owned returns the families leanmesh records in mode; nil means all
+// (ModeAll). Both modes record the HTTP families and istio_build (Shadow
+// under its prefix); TCP stays Istio's.
+func Owned(mode Mode) []string {
+	switch mode {
+	case ModeLeanMesh, ModeShadow:
+		return append(slices.Clone(httpFamilies), "istio_build")
+	}
+	return nil
 }
 
 // Series identifies one series: family name plus sorted labels.
@@ -50,10 +97,14 @@ type Diff struct {
 
 // Report is the outcome; OK when nothing is missing and nothing differs.
 type Report struct {
+	Mode      Mode     // the mode compared for (detected if Options.Mode was auto)
 	Compared  int      // series present on both sides
 	OnlyLeft  []Series // missing on the right
 	OnlyRight []Series // missing on the left
 	Diffs     []Diff
+	// IstioOnly are families of the left (Istio) side leanmesh does not
+	// record in Mode, with their series counts: not compared, not errors.
+	IstioOnly map[string]int
 }
 
 // OK reports a full match.
@@ -74,12 +125,22 @@ func (r *Report) Write(w io.Writer, left, right string) {
 		}
 		fmt.Fprintf(w, "differs %s %s: %s=%g %s=%g\n", d.Series, d.Field, left, d.Left, right, d.Right)
 	}
+	if len(r.IstioOnly) > 0 {
+		names := make([]string, 0, len(r.IstioOnly))
+		for n := range r.IstioOnly {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(w, "%s-only by design in %s mode: %s (%d series, not compared)\n", left, r.Mode, n, r.IstioOnly[n])
+		}
+	}
 	verdict := "MATCH"
 	if !r.OK() {
 		verdict = "MISMATCH"
 	}
-	fmt.Fprintf(w, "%s: %d series compared, %d only in %s, %d only in %s, %d value differences\n",
-		verdict, r.Compared, len(r.OnlyLeft), left, len(r.OnlyRight), right, len(r.Diffs))
+	fmt.Fprintf(w, "%s (%s mode): %d series compared, %d only in %s, %d only in %s, %d value differences\n",
+		verdict, r.Mode, r.Compared, len(r.OnlyLeft), left, len(r.OnlyRight), right, len(r.Diffs))
 }
 
 // sample is one series' value, aggregated over ignored labels.
@@ -108,6 +169,9 @@ func Parse(r io.Reader, opts Options) (map[Series]*sample, error) {
 	}
 	out := map[Series]*sample{}
 	for name, f := range fams {
+		if opts.strip != "" {
+			name = strings.TrimPrefix(name, opts.strip)
+		}
 		if !hasPrefix(name, prefixes) {
 			continue
 		}
@@ -145,17 +209,50 @@ func Parse(r io.Reader, opts Options) (map[Series]*sample, error) {
 	return out, nil
 }
 
-// Compare parses both expositions and compares them.
+// Compare parses both expositions (left Istio's, right leanmesh's) and
+// compares the families leanmesh owns in opts.Mode.
 func Compare(left, right io.Reader, opts Options) (*Report, error) {
+	rb, err := io.ReadAll(right)
+	if err != nil {
+		return nil, fmt.Errorf("right: %w", err)
+	}
+	mode := opts.Mode
+	if mode == ModeAuto {
+		mode = DetectMode(rb)
+	}
 	l, err := Parse(left, opts)
 	if err != nil {
 		return nil, fmt.Errorf("left: %w", err)
 	}
-	r, err := Parse(right, opts)
+	ropts := opts
+	if mode == ModeShadow {
+		ropts.strip = ShadowPrefix
+	}
+	r, err := Parse(bytes.NewReader(rb), ropts)
 	if err != nil {
 		return nil, fmt.Errorf("right: %w", err)
 	}
-	return CompareSeries(l, r, opts), nil
+	istioOnly := map[string]int{}
+	if owned := Owned(mode); owned != nil {
+		for k := range l {
+			if !slices.Contains(owned, k.Family) {
+				istioOnly[k.Family]++
+				delete(l, k)
+			}
+		}
+	}
+	rep := CompareSeries(l, r, opts)
+	rep.Mode, rep.IstioOnly = mode, istioOnly
+	return rep, nil
+}
+
+// DetectMode tells Shadow from LeanMesh by leanmesh's exposition: Shadow
+// names carry ShadowPrefix.
+func DetectMode(leanmesh []byte) Mode {
+	if bytes.Contains(leanmesh, []byte(ShadowPrefix+"istio_")) {
+		return ModeShadow
+	}
+	return ModeLeanMesh
 }
 
 // CompareSeries compares parsed series.

@@ -40,7 +40,7 @@ istio_request_duration_milliseconds_sum{reporter="destination"} 31.5
 istio_request_duration_milliseconds_count{reporter="destination"} 10
 `,
 			ok:   true,
-			want: []string{"MATCH: 3 series compared"},
+			want: []string{"MATCH (LeanMesh mode): 3 series compared"},
 		},
 		{
 			name: "missing series on each side",
@@ -114,7 +114,7 @@ istio_request_duration_milliseconds_count{reporter="destination"} 10
 		{
 			name:  "prefix filter",
 			right: "# TYPE envoy_cluster_upstream_rq counter\nenvoy_cluster_upstream_rq{cluster=\"x\"} 1\n",
-			opts:  Options{Prefixes: []string{"envoy_"}},
+			opts:  Options{Prefixes: []string{"envoy_"}, Mode: ModeAll},
 			want:  []string{`differs envoy_cluster_upstream_rq{cluster="x"} value: istio=99 leanmesh=1`},
 		},
 	}
@@ -141,5 +141,62 @@ istio_request_duration_milliseconds_count{reporter="destination"} 10
 func TestParseError(t *testing.T) {
 	if _, err := Compare(strings.NewReader("istio_requests_total{"), strings.NewReader(""), Options{}); err == nil || !strings.Contains(err.Error(), "left") {
 		t.Fatalf("want a left-side parse error, got %v", err)
+	}
+}
+
+// TestOwnedFamilies: only the families leanmesh records in the proxy's mode
+// are compared; Istio's TCP series are Istio-only by design; Shadow names are
+// detected and stripped; a real difference still fails.
+func TestOwnedFamilies(t *testing.T) {
+	const istio = `# TYPE istio_requests_total counter
+istio_requests_total{reporter="source",response_code="200"} 10
+# TYPE istio_tcp_connections_opened_total counter
+istio_tcp_connections_opened_total{reporter="source",destination_service="db"} 3
+# TYPE istio_tcp_sent_bytes_total counter
+istio_tcp_sent_bytes_total{reporter="source",destination_service="db"} 1200
+# TYPE istio_build gauge
+istio_build{component="proxy",tag="1.31.1"} 1
+`
+	const lean = `# TYPE istio_requests_total counter
+istio_requests_total{reporter="source",response_code="200"} 10
+# TYPE istio_build gauge
+istio_build{component="proxy",tag="1.31.1"} 1
+`
+	shadow := strings.ReplaceAll(lean, "istio_", ShadowPrefix+"istio_")
+	for _, c := range []struct {
+		name     string
+		right    string
+		mode     Mode
+		ok       bool
+		wantMode Mode
+		want     []string
+	}{
+		{"LeanMesh: TCP is Istio's", lean, ModeAuto, true, ModeLeanMesh, []string{
+			"istio-only by design in LeanMesh mode: istio_tcp_connections_opened_total (1 series, not compared)",
+			"MATCH (LeanMesh mode): 2 series compared"}},
+		{"Shadow detected, prefix stripped", shadow, ModeAuto, true, ModeShadow, []string{
+			"istio-only by design in Shadow mode: istio_tcp_sent_bytes_total", "MATCH (Shadow mode): 2 series compared"}},
+		{"Shadow given, real difference", strings.Replace(shadow, "} 10", "} 9", 1), ModeShadow, false, ModeShadow, []string{
+			`differs istio_requests_total{reporter="source",response_code="200"} value: istio=10 leanmesh=9`}},
+		{"LeanMesh missing an owned series", "# TYPE istio_build gauge\nistio_build{component=\"proxy\",tag=\"1.31.1\"} 1\n", ModeLeanMesh, false, ModeLeanMesh, []string{
+			`missing in leanmesh: istio_requests_total{reporter="source",response_code="200"}`}},
+		{"all: TCP counted as missing", lean, ModeAll, false, ModeAll, []string{"missing in leanmesh: istio_tcp_sent_bytes_total"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rep, err := Compare(strings.NewReader(istio), strings.NewReader(c.right), Options{Mode: c.mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			rep.Write(&buf, "istio", "leanmesh")
+			if rep.OK() != c.ok || rep.Mode != c.wantMode {
+				t.Errorf("OK %v mode %s, want %v %s\n%s", rep.OK(), rep.Mode, c.ok, c.wantMode, buf.String())
+			}
+			for _, w := range c.want {
+				if !strings.Contains(buf.String(), w) {
+					t.Errorf("report lacks %q:\n%s", w, buf.String())
+				}
+			}
+		})
 	}
 }

@@ -256,7 +256,8 @@ func (r *renderer) httpPatches(c v1alpha1.TrafficContext) ([]*networkingapi.Envo
 		mx = pluginconfig.MXObserve
 	}
 	cfg := r.statsConfig(dir)
-	cfg.MetadataExchange = pluginconfig.MetadataExchange{Mode: mx, PeerCacheSize: int(r.spec.MetadataExchange.PeerCacheSize)}
+	cfg.MetadataExchange = pluginconfig.MetadataExchange{Mode: mx, PeerCacheSize: int(r.spec.MetadataExchange.PeerCacheSize),
+		CertificatePrincipalsOnly: r.spec.MetadataExchange.CertificatePrincipalsOnly}
 	if mx == pluginconfig.MXExchange {
 		// Only the exchanging side sends headers; observe mode never does.
 		cfg.MetadataExchange.SendTo = pluginconfig.MXSendPolicy(r.spec.MetadataExchange.SendTo)
@@ -411,7 +412,13 @@ func (r *renderer) statsConfig(dir pluginconfig.Direction) pluginconfig.Config {
 		HistogramBuckets:  r.spec.HistogramBuckets,
 		MaxSeries:         int(r.spec.MaxSeries),
 		GRPCMessageCounts: r.spec.GRPCMessageCounts,
-		IstioVersion:      r.rel.Istio,
+		// No istio_version: istio_build reports the running proxy's own
+		// ISTIO_VERSION, not the matrix row (a pod may run another patch).
+	}
+	if r.spec.Mode == v1alpha1.ModeShadow && !r.spec.Shadow.IstioMetricNames {
+		// Istio's dashboards and Kiali query istio_* without a job filter:
+		// prefixed, leanmesh's copy of the same traffic is never summed in.
+		cfg.MetricPrefix = pluginconfig.ShadowMetricPrefix
 	}
 	if d := r.spec.StatsEvictionInterval; d != nil && d.Duration > 0 {
 		cfg.StatsEvictionInterval = d.Duration.String()

@@ -192,6 +192,9 @@ func TestPlaintextAndFailures(t *testing.T) {
 		"destination_service": "ratings.bookinfo.svc.cluster.local", "destination_workload": "unknown", "destination_canonical_revision": "latest"}); len(got) != 1 {
 		t.Errorf("503 UF,URX series missing: %v", cf["istio_requests_total"])
 	}
+	// Plaintext, and a sidecar's exchange carries no IDENTITY (its node has
+	// none, as with Istio's own sidecars): unknown. TestPlaintextPrincipalFromIdentity
+	// covers a peer that sends one.
 	if got := series(cf, "istio_requests_total", map[string]string{"response_code": "200", "source_principal": "unknown", "destination_principal": "unknown"}); len(got) != 1 {
 		t.Errorf("plaintext client series: %v", cf["istio_requests_total"])
 	}

@@ -31,8 +31,9 @@ func decodeClusterInfo(name string, raw []byte) *clusterInfo {
 		if svcs := istio.GetFields()["services"].GetListValue().GetValues(); len(svcs) > 0 {
 			f := svcs[0].GetStructValue().GetFields()
 			ci.service = &telemetry.Service{
-				Host: strings.Clone(f["host"].GetStringValue()),
-				Name: strings.Clone(f["name"].GetStringValue()),
+				Host:      strings.Clone(f["host"].GetStringValue()),
+				Name:      strings.Clone(f["name"].GetStringValue()),
+				Namespace: strings.Clone(f["namespace"].GetStringValue()),
 			}
 		}
 		ci.disableMX = truthy(istio.GetFields()["disable_mx"]) || truthy(istio.GetFields()["external"])

@@ -90,7 +90,13 @@ type workerFields struct {
 // NewConfig builds the runtime config; configs with equal metric settings
 // share one process-wide registry.
 func NewConfig(c *pluginconfig.Compiled) *Config {
-	cfg := &Config{c: c, registry: c.Registry()}
+	cfg := &Config{c: c}
+	if !c.Exposition.Enabled {
+		// The scrape endpoint records nothing (it serves every shared
+		// registry): it must not add a registry of its own, whose
+		// unprefixed istio_build would show up beside Shadow's.
+		cfg.registry = c.Registry()
+	}
 	typ := "sidecar"
 	if c.Direction == pluginconfig.Gateway {
 		typ = "router"
@@ -133,6 +139,9 @@ func (cfg *Config) resolveLocal(cb api.StreamFilterCallbacks) *localState {
 			node = n
 		}
 	}
+	if cfg.c.IstioVersion == "" {
+		cfg.registry.SetIstioVersion(proxyIstioVersion(node))
+	}
 	if node == nil {
 		countOnce("local_identity_unavailable", cfg.envErr)
 		return &localState{peer: cfg.registry.InternPeer(telemetry.Peer{})}
@@ -147,28 +156,48 @@ func (cfg *Config) resolveLocal(cb api.StreamFilterCallbacks) *localState {
 		Workload: w.Name, Namespace: w.Namespace, CanonicalService: w.CanonicalService,
 		CanonicalRevision: w.CanonicalRevision, App: w.App, Version: w.Version, Cluster: w.Cluster,
 	})}
-	if v := cfg.c.IstioVersion; v == "" {
-		if iv := node.Metadata.GetFields()["ISTIO_VERSION"].GetStringValue(); iv != "" {
-			cfg.registry.SetIstioVersion(iv)
+	return l
+}
+
+// proxyIstioVersion is istio_build's tag: the ISTIO_VERSION of the running
+// proxy's node, as Istio's stats filter reads it (istio_stats.cc
+// recordVersion). The node comes from `xds.node` when Envoy exposes it, or
+// the sidecar environment (ISTIO_META_ISTIO_VERSION, when set); otherwise
+// from the bootstrap pilot-agent wrote, which carries pilot-agent's own
+// version. "" (reported as "unknown", as Istio does) if none has it.
+func proxyIstioVersion(node *peer.Node) string {
+	if node != nil {
+		if v := node.Metadata.GetFields()[peer.KeyIstioVersion].GetStringValue(); v != "" {
+			return v
 		}
 	}
-	return l
+	v, err := peer.ProcessIstioVersion()
+	if err != nil {
+		countOnce("istio_version_unavailable", err)
+	}
+	return v
 }
 
 // peerDims turns a cached workload into its interned label dimensions. The
 // map is keyed by the cache's pointer (a lookup without allocation); entries
 // of evicted workloads are dropped in bulk when it outgrows the cache.
-func (w *workerState) peerDims(reg *telemetry.Registry, wl *peer.Workload, capacity int) *telemetry.Peer {
+// withIdentity keeps the peer's exchanged IDENTITY for the client side's
+// destination_principal fallback (off with certificate_principals_only).
+func (w *workerState) peerDims(reg *telemetry.Registry, wl *peer.Workload, capacity int, withIdentity bool) *telemetry.Peer {
 	if p, ok := w.dims[wl]; ok {
 		return p
 	}
 	if w.dims == nil || len(w.dims) >= 2*capacity+16 {
 		w.dims = map[*peer.Workload]*telemetry.Peer{}
 	}
-	p := reg.InternPeer(telemetry.Peer{
+	dims := telemetry.Peer{
 		Workload: wl.Name, Namespace: wl.Namespace, CanonicalService: wl.CanonicalService,
 		CanonicalRevision: wl.CanonicalRevision, App: wl.App, Version: wl.Version, Cluster: wl.Cluster,
-	})
+	}
+	if withIdentity {
+		dims.Identity = wl.Identity
+	}
+	p := reg.InternPeer(dims)
 	w.dims[wl] = p
 	return p
 }

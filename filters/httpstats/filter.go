@@ -125,7 +125,7 @@ func (f *filter) lookupPeer(id, value string) *telemetry.Peer {
 		return nil
 	}
 	w.mu.Lock()
-	p := w.peerDims(f.cfg.registry, wl, f.cfg.c.MetadataExchange.PeerCacheSize)
+	p := w.peerDims(f.cfg.registry, wl, f.cfg.c.MetadataExchange.PeerCacheSize, !f.cfg.c.MetadataExchange.CertificatePrincipalsOnly)
 	w.mu.Unlock()
 	return p
 }

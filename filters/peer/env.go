@@ -3,6 +3,7 @@ package peer
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -112,4 +113,58 @@ func ParsePodLabels(b []byte) (map[string]string, error) {
 		out[k] = uv
 	}
 	return out, sc.Err()
+}
+
+// ProcessIstioVersion is BootstrapIstioVersion for the running process:
+// leanmesh.so lives inside Envoy, whose command line names the bootstrap.
+func ProcessIstioVersion() (string, error) {
+	cmdline, err := os.ReadFile("/proc/self/cmdline")
+	if err != nil {
+		return "", err
+	}
+	cwd, _ := os.Getwd()
+	return BootstrapIstioVersion(cmdline, cwd, os.ReadFile)
+}
+
+// BootstrapIstioVersion returns node.metadata.ISTIO_VERSION of the Envoy
+// bootstrap named on cmdline (NUL-separated, as /proc/<pid>/cmdline) by -c
+// or --config-path. pilot-agent writes that file (etc/istio/proxy/
+// envoy-rev.json, relative to its working directory) with its own version
+// when ISTIO_META_ISTIO_VERSION is not set (pkg/bootstrap/config.go,
+// SetIstioVersion); it is the value Istio's stats filter reports as
+// istio_build's tag. An error means no bootstrap or no version in it.
+func BootstrapIstioVersion(cmdline []byte, cwd string, readFile func(string) ([]byte, error)) (string, error) {
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	path := ""
+	for i, a := range args {
+		switch {
+		case (a == "-c" || a == "--config-path") && i+1 < len(args):
+			path = args[i+1]
+		case strings.HasPrefix(a, "--config-path="):
+			path = strings.TrimPrefix(a, "--config-path=")
+		}
+	}
+	if path == "" {
+		return "", fmt.Errorf("no -c/--config-path on the command line")
+	}
+	if !strings.HasPrefix(path, "/") && cwd != "" {
+		path = strings.TrimSuffix(cwd, "/") + "/" + path
+	}
+	b, err := readFile(path)
+	if err != nil {
+		return "", fmt.Errorf("bootstrap: %v", err)
+	}
+	var boot struct {
+		Node struct {
+			Metadata map[string]json.RawMessage `json:"metadata"`
+		} `json:"node"`
+	}
+	if err := json.Unmarshal(b, &boot); err != nil {
+		return "", fmt.Errorf("bootstrap %s: %v", path, err)
+	}
+	var v string
+	if raw, ok := boot.Node.Metadata[KeyIstioVersion]; !ok || json.Unmarshal(raw, &v) != nil || v == "" {
+		return "", fmt.Errorf("bootstrap %s: no node.metadata.%s", path, KeyIstioVersion)
+	}
+	return v, nil
 }

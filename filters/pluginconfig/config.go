@@ -55,9 +55,15 @@ type Config struct {
 	GRPCMessageCounts         *bool            `json:"grpc_message_counts,omitempty"`
 	Exposition                Exposition       `json:"exposition"`
 	TCPReportingDuration      string           `json:"tcp_reporting_duration,omitempty"` // e.g. "5s"
-	IstioVersion              string           `json:"istio_version,omitempty"`
-	LocalIdentity             LocalIdentity    `json:"local_identity"`
-	TCP                       TCP              `json:"tcp"` // the leanmesh-tcp network filter only (tcp.go)
+	// IstioVersion overrides istio_build's tag (tests). Empty: the proxy's
+	// own ISTIO_VERSION, as Istio's stats filter reports it.
+	IstioVersion string `json:"istio_version,omitempty"`
+	// MetricPrefix is prepended to every family leanmesh records (Shadow
+	// mode renders ShadowMetricPrefix, so Istio's queries never match
+	// leanmesh's copy of the same traffic). Empty: Istio's exact names.
+	MetricPrefix  string        `json:"metric_prefix,omitempty"`
+	LocalIdentity LocalIdentity `json:"local_identity"`
+	TCP           TCP           `json:"tcp"` // the leanmesh-tcp network filter only (tcp.go)
 	// StatsEvictionInterval removes a label set that has not been recorded
 	// for this long (after a scrape saw its final value), as Istio's
 	// sidecar.istio.io/statsEvictionInterval does for Envoy's stats: "10m";
@@ -119,7 +125,16 @@ type MetadataExchange struct {
 	SendTo MXSendPolicy `json:"send_to,omitempty"`
 	// PeerCacheSize bounds each worker's peer cache (default 500, as Istio).
 	PeerCacheSize int `json:"peer_cache_size,omitempty"`
+	// CertificatePrincipalsOnly: the client side's destination_principal
+	// comes only from the upstream certificate, never from the peer's
+	// exchanged IDENTITY (Istio's default falls back to it; so does leanmesh
+	// unless this is set). The server side is certificate-only either way.
+	CertificatePrincipalsOnly bool `json:"certificate_principals_only,omitempty"`
 }
+
+// ShadowMetricPrefix is the family-name prefix of Shadow-mode series:
+// leanmesh_shadow_istio_requests_total and so on.
+const ShadowMetricPrefix = "leanmesh_shadow_"
 
 // Exposition configures scrape answering: a config with Enabled answers
 // requests for Path on its listener with the Prometheus text of the
@@ -250,6 +265,9 @@ func Compile(c Config) (*Compiled, error) {
 	if len(c.HistogramBuckets) > 64 {
 		return nil, fmt.Errorf("plugin_config: field \"histogram_buckets\": at most 64 bounds")
 	}
+	if p := c.MetricPrefix; p != "" && !validMetricPrefix(p) {
+		return nil, fmt.Errorf("plugin_config: field \"metric_prefix\": %q is not a Prometheus metric name prefix ([a-zA-Z_][a-zA-Z0-9_]*)", p)
+	}
 	if c.MaxSeries < 0 {
 		return nil, fmt.Errorf("plugin_config: field \"max_series\": must be >= 0")
 	}
@@ -356,11 +374,24 @@ func (c *Compiled) Registry() *telemetry.Registry {
 		SB int
 		EB int
 		LL int
+		P  string
 	}{c.HistogramBuckets, c.MaxSeries, c.Metrics, c.StatsEviction, c.NativeHistogramsEnabled, c.NativeSchema,
-		c.MaxSeriesBytes, c.MaxExpositionBytes, c.MaxLabelValueLength})
+		c.MaxSeriesBytes, c.MaxExpositionBytes, c.MaxLabelValueLength, c.MetricPrefix})
 	return telemetry.Shared(string(fp), telemetry.Options{
 		Buckets: c.HistogramBuckets, MaxSeries: c.MaxSeries, Overrides: c.Overrides, IstioVersion: c.IstioVersion,
 		MaxSeriesBytes: c.MaxSeriesBytes, MaxExpositionBytes: c.MaxExpositionBytes, MaxLabelValueLength: c.MaxLabelValueLength,
 		EvictionInterval: c.StatsEviction, NativeHistograms: c.NativeHistogramsEnabled, NativeSchema: c.NativeSchema,
+		NamePrefix: c.MetricPrefix,
 	})
+}
+
+func validMetricPrefix(p string) bool {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		letter := c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+		if !letter && (i == 0 || c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }

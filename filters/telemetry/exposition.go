@@ -67,31 +67,50 @@ func snapshots(regs []*Registry) []snapshot {
 func AppendText(buf []byte, regs ...*Registry) []byte {
 	sns := snapshots(regs)
 	written := make([]int, len(sns))
-	for m := Metric(0); m < numMetrics; m++ {
-		header := false
-		for i, sn := range sns {
-			r := sn.r
-			sets := sn.sets[r.family[m]]
-			if r.opts.Overrides.Dropped(m) || len(sets) == 0 {
-				continue
+	for _, prefix := range prefixes(regs) {
+		for m := Metric(0); m < numMetrics; m++ {
+			header := false
+			for i, sn := range sns {
+				r := sn.r
+				sets := sn.sets[r.family[m]]
+				if r.opts.NamePrefix != prefix || r.opts.Overrides.Dropped(m) || len(sets) == 0 {
+					continue
+				}
+				if !header {
+					buf = appendTypeLine(buf, prefix, m)
+					header = true
+				}
+				start := len(buf)
+				buf = r.appendFamily(buf, m, sets, r.opts.MaxExpositionBytes-written[i])
+				written[i] += len(buf) - start
 			}
-			if !header {
-				buf = appendTypeLine(buf, m)
-				header = true
-			}
-			start := len(buf)
-			buf = r.appendFamily(buf, m, sets, r.opts.MaxExpositionBytes-written[i])
-			written[i] += len(buf) - start
 		}
 	}
 	return appendSmallFamilies(buf, regs)
 }
 
+// prefixes are the distinct family-name prefixes of regs (Options.NamePrefix),
+// in order: each prefix's families are written as families of their own.
+func prefixes(regs []*Registry) []string {
+	var out []string
+	for _, r := range regs {
+		seen := false
+		for _, p := range out {
+			seen = seen || p == r.opts.NamePrefix
+		}
+		if !seen {
+			out = append(out, r.opts.NamePrefix)
+		}
+	}
+	return out
+}
+
 var selfTruncatedScrapes = Self.Counter("leanmesh_exposition_truncated_total", "", "")
 
-func appendTypeLine(buf []byte, m Metric) []byte {
+func appendTypeLine(buf []byte, prefix string, m Metric) []byte {
 	spec := metricSpecs[m]
 	buf = append(buf, "# TYPE "...)
+	buf = append(buf, prefix...)
 	buf = append(buf, spec.Name...)
 	if spec.Kind == KindCounter {
 		return append(buf, " counter\n"...)
@@ -102,6 +121,7 @@ func appendTypeLine(buf []byte, m Metric) []byte {
 func (r *Registry) appendFamily(buf []byte, m Metric, sets []setSnap, budget int) []byte {
 	start := len(buf)
 	spec := metricSpecs[m]
+	spec.Name = r.opts.NamePrefix + spec.Name
 	idx := slot[m]
 	if spec.Kind == KindCounter {
 		for _, ss := range sets {
@@ -211,15 +231,11 @@ func appendLabelsWith(buf []byte, text, extra string) []byte {
 // smallFamilies builds istio_build and the self metrics.
 func smallFamilies(regs []*Registry) []*dto.MetricFamily {
 	var fams []*dto.MetricFamily
-	tag := unknown
 	var series int
 	var overflowed, overBudget, evicted uint64
 	var mem, exp, hold int64
 	for _, r := range regs {
 		hold = max(hold, r.maxHold.Load())
-		if v := r.istioVersion.Load(); v != nil && *v != "" && tag == unknown {
-			tag = *v
-		}
 		series += r.Series()
 		overflowed += r.Overflowed()
 		overBudget += r.OverBudget()
@@ -228,13 +244,27 @@ func smallFamilies(regs []*Registry) []*dto.MetricFamily {
 		mem += m
 		exp += e
 	}
-	fams = append(fams, &dto.MetricFamily{
-		Name: proto.String(BuildMetricName), Type: dto.MetricType_GAUGE.Enum(),
-		Metric: []*dto.Metric{{
-			Label: []*dto.LabelPair{{Name: proto.String("component"), Value: proto.String("proxy")}, {Name: proto.String("tag"), Value: proto.String(tag)}},
-			Gauge: &dto.Gauge{Value: proto.Float64(1)},
-		}},
-	})
+	if len(regs) == 0 {
+		regs = []*Registry{{}} // still report the build, as "unknown"
+	}
+	// One istio_build per name prefix (Shadow's is prefixed like its other
+	// families); the tag is the proxy's ISTIO_VERSION, else "unknown", as
+	// Istio's stats filter reports it (istio_stats.cc recordVersion).
+	for _, prefix := range prefixes(regs) {
+		tag := unknown
+		for _, r := range regs {
+			if v := r.istioVersion.Load(); r.opts.NamePrefix == prefix && v != nil && *v != "" && tag == unknown {
+				tag = *v
+			}
+		}
+		fams = append(fams, &dto.MetricFamily{
+			Name: proto.String(prefix + BuildMetricName), Type: dto.MetricType_GAUGE.Enum(),
+			Metric: []*dto.Metric{{
+				Label: []*dto.LabelPair{{Name: proto.String("component"), Value: proto.String("proxy")}, {Name: proto.String("tag"), Value: proto.String(tag)}},
+				Gauge: &dto.Gauge{Value: proto.Float64(1)},
+			}},
+		})
+	}
 	gauge := func(name, help string, v float64) {
 		fams = append(fams, &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: dto.MetricType_GAUGE.Enum(),
 			Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: proto.Float64(v)}}}})

@@ -13,8 +13,8 @@ type Key struct {
 	Peer     *Peer // nil when nothing is known about the peer
 	Service  Service
 	// PeerPrincipal and LocalPrincipal are the first URI SANs of the peer's and
-	// the local certificate on the connection; principals never come from
-	// metadata exchange.
+	// the local certificate on the connection. On the client side only, an
+	// empty PeerPrincipal falls back to Peer.Identity (see Values).
 	PeerPrincipal  string
 	LocalPrincipal string
 	// TLSUnknown: the filter cannot see the connection's TLS state (the Go
@@ -43,7 +43,16 @@ func (k *Key) Values() [NumLabels]string {
 	if !hasPeer {
 		peer = &Peer{}
 	}
-	peerNS := NamespaceFromPrincipal(k.PeerPrincipal)
+	// istio_stats.cc:1045-1093: the server side's peer principal is the
+	// downstream certificate's only; the client side's is the upstream
+	// certificate's, else the exchanged peer's IDENTITY.
+	peerPrincipal := k.PeerPrincipal
+	if peerPrincipal == "" && k.Reporter == ReporterSource {
+		peerPrincipal = peer.Identity
+	}
+	// istio_stats.cc:1097-1106: the principal's namespace wins over the
+	// peer's claim.
+	peerNS := NamespaceFromPrincipal(peerPrincipal)
 	if peerNS == "" {
 		peerNS = peer.Namespace
 	}
@@ -54,7 +63,7 @@ func (k *Key) Values() [NumLabels]string {
 		v[LSourceCanonicalService] = orUnknown(peer.CanonicalService)
 		v[LSourceCanonicalRevision] = or(peer.CanonicalRevision, latest)
 		v[LSourceWorkloadNamespace] = orUnknown(peerNS)
-		v[LSourcePrincipal] = orUnknown(k.PeerPrincipal)
+		v[LSourcePrincipal] = orUnknown(peerPrincipal)
 		v[LSourceApp] = orUnknown(peer.App)
 		v[LSourceVersion] = orUnknown(peer.Version)
 		v[LSourceCluster] = orUnknown(peer.Cluster)
@@ -88,14 +97,15 @@ func (k *Key) Values() [NumLabels]string {
 		v[LSourceCluster] = local.Cluster
 		v[LDestinationWorkload] = orUnknown(peer.Workload)
 		v[LDestinationWorkloadNamespace] = orUnknown(peerNS)
-		v[LDestinationPrincipal] = orUnknown(k.PeerPrincipal)
+		v[LDestinationPrincipal] = orUnknown(peerPrincipal)
 		v[LDestinationApp] = orUnknown(peer.App)
 		v[LDestinationVersion] = orUnknown(peer.Version)
 		v[LDestinationService] = orUnknown(k.Service.Host)
 		v[LDestinationCanonicalService] = orUnknown(peer.CanonicalService)
 		v[LDestinationCanonicalRevision] = or(peer.CanonicalRevision, latest)
 		v[LDestinationServiceName] = orUnknown(k.Service.Name)
-		v[LDestinationServiceNamespace] = orUnknown(peerNS)
+		// istio_stats.cc:1241-1244: cluster metadata first, then the peer.
+		v[LDestinationServiceNamespace] = orUnknown(or(k.Service.Namespace, peerNS))
 		v[LDestinationCluster] = orUnknown(peer.Cluster)
 		// A client cannot know how the server authenticated it.
 		v[LConnectionSecurityPolicy] = unknown

@@ -120,13 +120,21 @@ type Peer struct {
 	App               string
 	Version           string
 	Cluster           string
+	// Identity is the peer's IDENTITY from metadata exchange (Istio 1.29+, a
+	// SPIFFE URI). The client side falls back to it for
+	// destination_principal when the upstream presented no certificate, as
+	// istio_stats.cc does (peer_san = endpoint_peer->identity_). Empty for
+	// peers from endpoint metadata (it carries no identity) and when the
+	// filter runs with strict principals.
+	Identity string
 }
 
 // Service is the destination service resolved from the upstream cluster's
 // metadata (filter_metadata.istio.services[0]) or from a special cluster.
 type Service struct {
-	Host string // destination_service
-	Name string // destination_service_name
+	Host      string // destination_service
+	Name      string // destination_service_name
+	Namespace string // destination_service_namespace (client side), "" if unknown
 }
 
 // Special clusters whose name is the destination_service_name.
@@ -135,10 +143,13 @@ var specialClusters = map[string]bool{
 	"InboundPassthroughClusterIpv4": true, "InboundPassthroughClusterIpv6": true,
 }
 
-// ResolveService applies Istio's destination_service rules: start from the
-// Host header unless the fallback is disabled; the route names block_all and
-// allow_any and the special clusters name the service; otherwise the cluster
-// metadata's host wins, with its name or the host's first DNS label.
+// ResolveService applies Istio's destination_service rules
+// (istio_stats.cc populatePeerInfo, lines 992–1041 in Envoy v1.39): start
+// from the Host header unless the fallback is disabled; the route names
+// block_all and allow_any and the special clusters name the service;
+// otherwise the cluster metadata's services[0] gives the host, the namespace
+// and the name, the name defaulting to the host's first DNS label. meta is
+// nil when the cluster has no services entry.
 func ResolveService(hostHeader string, disableHostFallback bool, routeName, clusterName string, meta *Service) Service {
 	var s Service
 	if !disableHostFallback {
@@ -151,12 +162,15 @@ func ResolveService(hostHeader string, disableHostFallback bool, routeName, clus
 		s.Name = "PassthroughCluster"
 	case specialClusters[clusterName]:
 		s.Name = clusterName
-	case meta != nil && meta.Host != "":
-		s.Host = meta.Host
+	case meta != nil:
+		if meta.Host != "" {
+			s.Host = meta.Host
+		}
+		s.Namespace = meta.Namespace
 		if meta.Name != "" {
 			s.Name = meta.Name
 		} else {
-			s.Name = firstLabel(meta.Host)
+			s.Name = firstLabel(s.Host)
 		}
 	}
 	return s

@@ -36,35 +36,42 @@ func AppendProto(buf []byte, regs ...*Registry) []byte {
 	spent := make([]int64, len(sns))
 	w := bytes.NewBuffer(buf)
 	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeProtoDelim))
-	for m := Metric(0); m < numMetrics; m++ {
-		spec := metricSpecs[m]
-		fam := &dto.MetricFamily{Name: proto.String(spec.Name), Type: dto.MetricType_COUNTER.Enum()}
-		if spec.Kind == KindHistogram {
-			fam.Type = dto.MetricType_HISTOGRAM.Enum()
-		}
-		for i, sn := range sns {
-			r := sn.r
-			if r.opts.Overrides.Dropped(m) {
-				continue
-			}
-			for _, ss := range sn.sets[r.family[m]] {
-				if spent[i] >= int64(r.opts.MaxExpositionBytes) {
-					selfTruncatedScrapes.Add(1)
-					break
-				}
-				spent[i] += ss.ls.expCost / int64(max(1, len(ss.ls.tab.metrics)))
-				fam.Metric = append(fam.Metric, r.protoMetric(m, ss))
-			}
-		}
-		if len(fam.Metric) > 0 {
-			// Only fails on invalid families, which the code above cannot build.
-			_ = enc.Encode(fam)
+	for _, prefix := range prefixes(regs) {
+		for m := Metric(0); m < numMetrics; m++ {
+			appendProtoFamily(enc, sns, spent, prefix, m)
 		}
 	}
 	for _, f := range smallFamilies(regs) {
 		_ = enc.Encode(f)
 	}
 	return w.Bytes()
+}
+
+// appendProtoFamily encodes family m of the registries with name prefix.
+func appendProtoFamily(enc expfmt.Encoder, sns []snapshot, spent []int64, prefix string, m Metric) {
+	spec := metricSpecs[m]
+	fam := &dto.MetricFamily{Name: proto.String(prefix + spec.Name), Type: dto.MetricType_COUNTER.Enum()}
+	if spec.Kind == KindHistogram {
+		fam.Type = dto.MetricType_HISTOGRAM.Enum()
+	}
+	for i, sn := range sns {
+		r := sn.r
+		if r.opts.NamePrefix != prefix || r.opts.Overrides.Dropped(m) {
+			continue
+		}
+		for _, ss := range sn.sets[r.family[m]] {
+			if spent[i] >= int64(r.opts.MaxExpositionBytes) {
+				selfTruncatedScrapes.Add(1)
+				break
+			}
+			spent[i] += ss.ls.expCost / int64(max(1, len(ss.ls.tab.metrics)))
+			fam.Metric = append(fam.Metric, r.protoMetric(m, ss))
+		}
+	}
+	if len(fam.Metric) > 0 {
+		// Only fails on invalid families, which the code above cannot build.
+		_ = enc.Encode(fam)
+	}
 }
 
 func (r *Registry) protoMetric(m Metric, ss setSnap) *dto.Metric {

@@ -40,6 +40,9 @@ type Options struct {
 	Overrides *Overrides
 	// IstioVersion is the tag label of istio_build.
 	IstioVersion string
+	// NamePrefix is prepended to every family name in the exposition,
+	// istio_build included (Shadow mode: pluginconfig.ShadowMetricPrefix).
+	NamePrefix string
 }
 
 // Defaults of the budgets. A label set with Istio's 25 labels and the default
@@ -453,6 +456,7 @@ func ownedKey(k *Key) Key {
 	o := *k
 	o.Service.Host = strings.Clone(k.Service.Host)
 	o.Service.Name = strings.Clone(k.Service.Name)
+	o.Service.Namespace = strings.Clone(k.Service.Namespace)
 	o.PeerPrincipal = strings.Clone(k.PeerPrincipal)
 	o.LocalPrincipal = strings.Clone(k.LocalPrincipal)
 	o.GRPCStatus = strings.Clone(k.GRPCStatus)

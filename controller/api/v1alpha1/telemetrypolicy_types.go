@@ -12,10 +12,14 @@ const (
 	// ModeIstio: Istio's own metadata exchange and stats; leanmesh renders
 	// nothing (and removes what it rendered before).
 	ModeIstio Mode = "Istio"
-	// ModeLeanMesh: leanmesh replaces istio.metadata_exchange and istio.stats.
+	// ModeLeanMesh (hybrid): leanmesh replaces Istio's HTTP metadata
+	// exchange and HTTP stats (istio_requests_total, durations, sizes, gRPC
+	// message counts); Istio's own filters keep recording TCP
+	// (istio_tcp_*) and its TCP exchange stays.
 	ModeLeanMesh Mode = "LeanMesh"
-	// ModeShadow: Istio keeps both; leanmesh observes and records alongside,
-	// exposed on its own port, so the two can be compared on live traffic.
+	// ModeShadow: Istio keeps everything; leanmesh observes and records the
+	// HTTP families alongside, under leanmesh_shadow_istio_* names on its own
+	// port, so the two can be compared without doubling Istio's dashboards.
 	ModeShadow Mode = "Shadow"
 )
 
@@ -79,6 +83,24 @@ type MetadataExchange struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100000
 	PeerCacheSize int32 `json:"peerCacheSize,omitempty"`
+	// CertificatePrincipalsOnly takes destination_principal on the client
+	// side only from the upstream's TLS certificate. By default, as Istio
+	// 1.29+ does, a plaintext call reports the IDENTITY the server sent in
+	// its metadata-exchange headers (trusted like every other exchanged
+	// label). source_principal on the server side is certificate-only
+	// either way.
+	// +optional
+	CertificatePrincipalsOnly bool `json:"certificatePrincipalsOnly,omitempty"`
+}
+
+// Shadow tunes Shadow mode.
+type Shadow struct {
+	// IstioMetricNames records Shadow series under Istio's own names
+	// (istio_requests_total...) instead of leanmesh_shadow_istio_*. Istio's
+	// dashboards and Kiali then count the traffic twice unless every query
+	// filters on the scrape job; only for setups that do.
+	// +optional
+	IstioMetricNames bool `json:"istioMetricNames,omitempty"`
 }
 
 // Exposition configures the listener Prometheus scrapes leanmesh's metrics
@@ -120,13 +142,21 @@ type TelemetryPolicySpec struct {
 	// +optional
 	Selector WorkloadSelector `json:"selector,omitempty"`
 
-	// Mode: LeanMesh replaces Istio's telemetry, Shadow runs both, Istio
-	// removes leanmesh's.
+	// Mode: LeanMesh replaces Istio's HTTP/gRPC telemetry (Istio keeps
+	// recording TCP: istio_tcp_* still come from Istio's stats filter),
+	// Shadow records HTTP/gRPC beside Istio under leanmesh_shadow_* names,
+	// Istio removes leanmesh's.
 	// +optional
 	// +kubebuilder:default=LeanMesh
 	Mode Mode `json:"mode,omitempty"`
 
-	// Protocols recorded by leanmesh.
+	// Shadow tunes Shadow mode.
+	// +optional
+	Shadow Shadow `json:"shadow,omitempty"`
+
+	// Protocols recorded by leanmesh. Only HTTP (which covers gRPC) can be
+	// installed today: TCP is refused while Envoy's Go network filter drains
+	// reads (docs/tcp.md); TCP series come from Istio's filter in every mode.
 	// +optional
 	// +kubebuilder:default={HTTP}
 	// +listType=set

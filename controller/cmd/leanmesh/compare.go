@@ -23,6 +23,8 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 	abs := fs.Float64("abs-tolerance", 0, "allowed absolute difference")
 	prefixes := fs.String("prefix", "istio_", "comma-separated family name prefixes to compare")
 	ignore := fs.String("ignore-labels", "", "comma-separated labels to drop before matching (series then summed)")
+	mode := fs.String("mode", "auto", "the proxy's mode: LeanMesh or Shadow (only the families leanmesh records in it are compared; "+
+		"the rest are Istio-only by design), auto to detect it (Shadow series are named leanmesh_shadow_istio_*), or all")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -42,8 +44,21 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer right.Close()
+	var m compare.Mode
+	switch strings.ToLower(*mode) {
+	case "auto", "":
+	case "leanmesh":
+		m = compare.ModeLeanMesh
+	case "shadow":
+		m = compare.ModeShadow
+	case "all":
+		m = compare.ModeAll
+	default:
+		fmt.Fprintf(stderr, "leanmesh compare: -mode %q is not LeanMesh, Shadow, auto or all\n", *mode)
+		return 2
+	}
 	rep, err := compare.Compare(left, right, compare.Options{
-		Prefixes: split(*prefixes), IgnoreLabels: split(*ignore), RelTolerance: *rel, AbsTolerance: *abs,
+		Prefixes: split(*prefixes), IgnoreLabels: split(*ignore), RelTolerance: *rel, AbsTolerance: *abs, Mode: m,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "leanmesh compare:", err)
