@@ -20,8 +20,13 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "envoyfilters", "directory to write the manifest sets into")
 	istio := fs.String("istio-release", "", "Istio release from the version matrix (default: the matrix default)")
 	check := fs.Bool("check", false, "write nothing; exit 1 if the files differ from what would be written")
+	file := fs.String("f", "", "render this TelemetryPolicy file to stdout instead (dry run, the controller's validation)")
+	root := fs.String("root-namespace", "istio-system", "Istio's root namespace (with -f)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *file != "" {
+		return renderFile(*file, *root, stdout, stderr)
 	}
 	files, err := manifests.Files(release.Embedded(), *istio)
 	if err != nil {
