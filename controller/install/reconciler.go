@@ -74,6 +74,8 @@ type Reconciler struct {
 	// Checks decide whether a policy may be rendered (validation.Default()
 	// when nil), in order; the first failure's reason is the Ready reason.
 	Checks validation.Chain
+	// LibraryPaths: where the library install puts leanmesh.so (render.Input).
+	LibraryPaths []string
 }
 
 // Reconcile is level-triggered: every call gathers the policy's inputs once,
@@ -151,7 +153,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 
 	// 3. Render once.
 	placements, unplaced := placementsFor(&p, r.RootNamespace, rel.Envoy, configured, outcome)
-	out, err := render.Render(render.Input{Policy: &p, RootNamespace: r.RootNamespace, Matrix: r.Matrix})
+	out, err := render.Render(render.Input{Policy: &p, RootNamespace: r.RootNamespace, Matrix: r.Matrix, LibraryPaths: r.LibraryPaths})
 	var invalid *render.Error
 	if errors.As(err, &invalid) {
 		return ctrl.Result{}, r.refuse(ctx, &p, st, &validation.Result{Check: "Render", Reason: v1alpha1.ReasonInvalidConfig, Message: invalid.Msg})

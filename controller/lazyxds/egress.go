@@ -28,6 +28,7 @@ const (
 
 // EgressObjects are the lazy egress gateway's objects, in apply order.
 type EgressObjects struct {
+	ServiceAccount *corev1.ServiceAccount
 	Deployment     *appsv1.Deployment
 	Service        *corev1.Service
 	Gateway        *networkingv1.Gateway
@@ -37,7 +38,15 @@ type EgressObjects struct {
 
 // Objects lists them for a generic apply loop.
 func (o EgressObjects) Objects() []client.Object {
-	return []client.Object{o.Deployment, o.Service, o.Gateway, o.VirtualService, o.EnvoyFilter}
+	return []client.Object{o.ServiceAccount, o.Deployment, o.Service, o.Gateway, o.VirtualService, o.EnvoyFilter}
+}
+
+// ServiceAccount is the identity the egress runs as: its Istio workload
+// certificate (spiffe://<td>/ns/<Namespace>/sa/<this>) is what the
+// controller's ALS port admits (als.MeshTLS), so it is the egress's own.
+func (e Egress) ServiceAccount() (namespace, name string) {
+	e = e.withDefaults()
+	return e.Namespace, e.Name
 }
 
 // RenderEgress renders the lazy egress gateway. httpPorts (Graph.HTTPPorts)
@@ -79,6 +88,7 @@ func RenderEgress(eg Egress, httpPorts []uint32) EgressObjects {
 					Annotations: map[string]string{"inject.istio.io/templates": "gateway"},
 				},
 				Spec: corev1.PodSpec{
+					ServiceAccountName: eg.Name,
 					Containers: []corev1.Container{{
 						Name:  "istio-proxy",
 						Image: eg.Image,
@@ -135,7 +145,8 @@ func RenderEgress(eg Egress, httpPorts []uint32) EgressObjects {
 		},
 	}
 
-	return EgressObjects{Deployment: dep, Service: svc, Gateway: gw, VirtualService: vs, EnvoyFilter: egressFilter(eg, labels, meta(eg.Name))}
+	sa := &corev1.ServiceAccount{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"}, ObjectMeta: meta(eg.Name)}
+	return EgressObjects{ServiceAccount: sa, Deployment: dep, Service: svc, Gateway: gw, VirtualService: vs, EnvoyFilter: egressFilter(eg, labels, meta(eg.Name))}
 }
 
 func egressFilter(eg Egress, selector map[string]string, meta metav1.ObjectMeta) *networkingv1alpha3.EnvoyFilter {
@@ -170,6 +181,34 @@ func egressFilter(eg Egress, selector map[string]string, meta metav1.ObjectMeta)
 					"endpoints": []any{map[string]any{"lb_endpoints": []any{map[string]any{"endpoint": map[string]any{
 						"address": map[string]any{"socket_address": map[string]any{"address": eg.ALSHost, "port_value": eg.ALSPort}},
 					}}}}},
+				},
+				// Mutual TLS with the egress's Istio workload certificate (the
+				// SDS secret "default" istio-agent serves every proxy, as in
+				// Istio's own clusters): the controller admits only this
+				// identity (docs/security.md). The server is not verified:
+				// the access logs are not secret, forging them is the threat.
+				"transport_socket": map[string]any{
+					"name": "envoy.transport_sockets.tls",
+					"typed_config": map[string]any{
+						"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+						"sni":   eg.ALSHost,
+						"common_tls_context": map[string]any{
+							"alpn_protocols": []any{"h2"},
+							"tls_certificate_sds_secret_configs": []any{map[string]any{
+								"name": "default",
+								"sds_config": map[string]any{
+									"api_config_source": map[string]any{
+										"api_type":                       "GRPC",
+										"grpc_services":                  []any{map[string]any{"envoy_grpc": map[string]any{"cluster_name": "sds-grpc"}}},
+										"set_node_on_first_message_only": true,
+										"transport_api_version":          "V3",
+									},
+									"initial_fetch_timeout": "0s",
+									"resource_api_version":  "V3",
+								},
+							}},
+						},
+					},
 				},
 				"typed_extension_protocol_options": map[string]any{
 					"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": map[string]any{

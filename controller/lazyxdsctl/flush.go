@@ -440,6 +440,7 @@ func (l *Loop) collectGarbage(ctx context.Context) error {
 	}
 	for _, gvk := range []schema.GroupVersionKind{
 		networkingv1alpha3.SchemeGroupVersion.WithKind("EnvoyFilter"),
+		corev1.SchemeGroupVersion.WithKind("ServiceAccount"),
 		appsv1.SchemeGroupVersion.WithKind("Deployment"),
 		corev1.SchemeGroupVersion.WithKind("Service"),
 		networkingv1.SchemeGroupVersion.WithKind("Gateway"),

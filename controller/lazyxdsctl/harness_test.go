@@ -51,7 +51,9 @@ type controller struct {
 	stopped bool
 }
 
-func startController(t *testing.T, cfg *rest.Config, env *cluster.Env) *controller {
+// startController runs the loop; ALS is plaintext unless a mod sets
+// ALSMeshRootFile (als_mtls_test.go).
+func startController(t *testing.T, cfg *rest.Config, env *cluster.Env, mods ...func(*Options)) *controller {
 	t.Helper()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        env.Scheme,
@@ -71,10 +73,14 @@ func startController(t *testing.T, cfg *rest.Config, env *cluster.Env) *controll
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	loop, err := Setup(mgr, Options{
-		ALSListener: lis, Namespace: controllerNS, RootNamespace: rootNS,
+	opts := Options{
+		ALSListener: lis, ALSPlaintext: true, Namespace: controllerNS, RootNamespace: rootNS,
 		Registry: reg, Recorder: mgr.GetEventRecorder("leanmesh-lazyxds"), Logger: testr.New(t),
-	})
+	}
+	for _, m := range mods {
+		m(&opts)
+	}
+	loop, err := Setup(mgr, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,9 +123,12 @@ var egressNode = &corev3.Node{
 	Cluster: "leanmesh-lazy-egress.istio-system",
 }
 
-func dialALS(t *testing.T, addr string) *alsClient {
+func dialALS(t *testing.T, addr string, opts ...grpc.DialOption) *alsClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +158,12 @@ func sockAddr(ip string, port uint32) *corev3.Address {
 // the fields Envoy's HttpGrpcAccessLogConfig fills.
 func (c *alsClient) send(t *testing.T, callerIP, cluster, authority string) {
 	t.Helper()
+	if err := c.sendErr(callerIP, cluster, authority); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *alsClient) sendErr(callerIP, cluster, authority string) error {
 	now := time.Now()
 	e := &accesslogdatav3.HTTPAccessLogEntry{
 		ProtocolVersion: accesslogdatav3.HTTPAccessLogEntry_HTTP11,
@@ -181,9 +196,10 @@ func (c *alsClient) send(t *testing.T, callerIP, cluster, authority string) {
 		msg.Identifier = &accesslogv3.StreamAccessLogsMessage_Identifier{Node: egressNode, LogName: "leanmesh-lazy"}
 	}
 	if err := c.stream.Send(msg); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	c.sent++
+	return nil
 }
 
 // sidecarHostsOf reads a Sidecar's egress hosts (nil: no such Sidecar).

@@ -37,6 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
@@ -61,10 +62,23 @@ const (
 // Options configure a Loop. Zero values get the documented defaults.
 type Options struct {
 	// ALSAddress is where the AccessLogService listens (default ":15014"),
-	// unless ALSListener is set. Plaintext gRPC: Envoy's http_grpc access
-	// logger dials the controller's Service from inside the mesh.
+	// unless ALSListener is set. Envoy's http_grpc access logger in the lazy
+	// egress dials the controller's Service from inside the mesh.
 	ALSAddress  string
 	ALSListener net.Listener
+	// ALSMeshRootFile is Istio's root certificate (PEM; the istio-ca-root-cert
+	// ConfigMap mounted as a file). ALS callers must present an Istio
+	// workload certificate it signed, for the service account of an egress
+	// a LazyXDS names (docs/security.md). Required unless ALSPlaintext.
+	ALSMeshRootFile string
+	// ALSCertFile/ALSKeyFile: the ALS server certificate (default: a
+	// self-signed one made at start; the egress does not verify it).
+	ALSCertFile, ALSKeyFile string
+	// ALSPlaintext serves ALS without TLS and admits any caller: anyone who
+	// reaches the port can forge dependencies. Tests only.
+	ALSPlaintext bool
+	// ALSLimits overrides the ALS budgets (zero fields: als defaults).
+	ALSLimits als.Options
 	// ALSHost/ALSPort is what the egress dials (default
 	// leanmesh-controller.<Namespace>.svc.<domain> and ALSAddress's port).
 	ALSHost string
@@ -213,7 +227,23 @@ func Setup(mgr ctrl.Manager, opts Options) (*Loop, error) {
 		ready:        make(chan struct{}),
 		metrics:      newMetrics(),
 	}
-	l.als = als.NewServer(l.graph, als.Options{})
+	if !opts.ALSPlaintext && opts.ALSMeshRootFile == "" {
+		return nil, errors.New("lazyxds ALS: a mesh root certificate (ALSMeshRootFile) is required to authenticate the egress, or ALSPlaintext for tests")
+	}
+	alsOpts := opts.ALSLimits
+	// Refusals are counted in metrics; logs get the first few and then one
+	// per interval, so a flood cannot fill the controller's log.
+	refuseLog := &rate.Sometimes{First: 5, Interval: 10 * time.Second}
+	alsOpts.OnRefuse = func(r als.Refusal, detail string) {
+		refuseLog.Do(func() {
+			l.opts.Logger.Info("ALS caller refused (later refusals are logged at most every 10s; see leanmesh_lazyxds_als_refused_total)",
+				"reason", r.String(), "detail", detail)
+		})
+	}
+	if !opts.ALSPlaintext {
+		alsOpts.Authorize = l.authorizeALS
+	}
+	l.als = als.NewServer(l.graph, alsOpts)
 	if opts.Registry != nil {
 		for _, c := range []prometheus.Collector{l.graph.Collector(), l.als.Collector(), l.metrics} {
 			if err := opts.Registry.Register(c); err != nil {
@@ -282,7 +312,17 @@ func (l *Loop) Start(ctx context.Context) error {
 			return fmt.Errorf("lazyxds ALS: %w", err)
 		}
 	}
-	srv := l.als.NewGRPCServer(grpc.MaxRecvMsgSize(16 << 20))
+	var srvOpts []grpc.ServerOption
+	if !l.opts.ALSPlaintext {
+		m := &als.MeshTLS{RootFile: l.opts.ALSMeshRootFile, CertFile: l.opts.ALSCertFile, KeyFile: l.opts.ALSKeyFile,
+			OnReject: func(r als.Refusal) { l.als.Refuse(r, "TLS handshake") }}
+		creds, err := m.Credentials()
+		if err != nil {
+			return fmt.Errorf("lazyxds ALS: %w", err)
+		}
+		srvOpts = append(srvOpts, grpc.Creds(creds))
+	}
+	srv := l.als.NewGRPCServer(srvOpts...)
 	alsCtx, stopALS := context.WithCancel(ctx)
 	defer stopALS()
 	go l.als.Run(alsCtx)
@@ -313,6 +353,19 @@ func (l *Loop) Start(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// authorizeALS admits the identity of an egress some LazyXDS uses.
+func (l *Loop) authorizeALS(id als.Identity) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.policies {
+		ns, sa := EgressOf(p, l.egress).ServiceAccount()
+		if id.Namespace == ns && id.ServiceAccount == sa {
+			return true
+		}
+	}
+	return false
 }
 
 // watch registers the informer handlers and returns their registrations,

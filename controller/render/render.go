@@ -77,6 +77,10 @@ type Input struct {
 	// mesh-wide.
 	RootNamespace string
 	Matrix        release.Matrix
+	// LibraryPaths are where the library install puts leanmesh.so (the
+	// controller's --library-path, from the chart's library.path); a policy
+	// must load it from one of them. Empty: only the path's shape is checked.
+	LibraryPaths []string
 }
 
 // Output is the desired state for one policy.
@@ -143,6 +147,9 @@ func Render(in Input) (*Output, error) {
 		return nil, invalid("policy name %q must be a valid label value (at most 63 characters): %s", p.Name, strings.Join(errs, "; "))
 	}
 	spec := Defaults(p.Spec)
+	if err := runSpecChecks(in, spec); err != nil {
+		return nil, err
+	}
 	rel, err := in.Matrix.Find(spec.IstioRelease)
 	if err != nil {
 		return nil, invalid("spec.istioRelease: %v", err)
@@ -165,6 +172,9 @@ func Render(in Input) (*Output, error) {
 	}
 	objs, err := r.objects()
 	if err != nil {
+		return nil, err
+	}
+	if err := CheckObjectSizes(objs); err != nil {
 		return nil, err
 	}
 	out.Objects = objs

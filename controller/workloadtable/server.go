@@ -2,13 +2,17 @@ package workloadtable
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -91,9 +95,18 @@ func authenticate(ctx context.Context, reviewer TokenReviewer) (string, error) {
 		return "", status.Error(codes.PermissionDenied, "authorization is not a bearer token")
 	}
 	user, err := reviewer.Review(ctx, token)
+	if errors.Is(err, ErrReviewRateLimited) {
+		return "", status.Error(codes.Unavailable, err.Error())
+	}
 	if err != nil {
-		// Do not echo why to the caller: it would help probing.
-		ctrllog.Log.WithName("workloadtable").Info("workload stream denied", "reason", err.Error())
+		// Do not echo why to the caller: it would help probing. Logged at
+		// most every 10s after the first few, so bad callers cannot flood
+		// the log; Denials() counts them all.
+		n := denials.Add(1)
+		denialLog.Do(func() {
+			ctrllog.Log.WithName("workloadtable").Info("workload stream denied (later denials are logged at most every 10s)",
+				"reason", err.Error(), "deniedSoFar", n)
+		})
 		return "", status.Error(codes.PermissionDenied, "token rejected")
 	}
 	if user == "" {
@@ -101,6 +114,14 @@ func authenticate(ctx context.Context, reviewer TokenReviewer) (string, error) {
 	}
 	return user, nil
 }
+
+var (
+	denials   atomic.Uint64
+	denialLog = &rate.Sometimes{First: 5, Interval: 10 * time.Second}
+)
+
+// Denials is how many streams were refused for their token since start.
+func Denials() uint64 { return denials.Load() }
 
 type authedStream struct {
 	grpc.ServerStream

@@ -47,7 +47,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*Service, error) {
 		return nil, errors.New("workloadtable: Address or Listener is required")
 	}
 	if opts.Reviewer == nil {
-		opts.Reviewer = KubeTokenReviewer{Client: mgr.GetClient(), Audience: opts.Audience}
+		opts.Reviewer = &CachedReviewer{Next: KubeTokenReviewer{Client: mgr.GetClient(), Audience: opts.Audience}}
 	}
 	s := &Service{opts: opts, index: NewIndex()}
 	everyReplica := controller.Options{NeedLeaderElection: ptrTo(false)}

@@ -22,6 +22,7 @@ import (
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/controller/install"
 	"github.com/leanmesh/leanmesh/controller/release"
+	"github.com/leanmesh/leanmesh/controller/render"
 	"github.com/leanmesh/leanmesh/controller/workloadtable"
 )
 
@@ -44,6 +45,8 @@ func runController(args []string) int {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (default: in-cluster, then $KUBECONFIG)")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	libraryPath := fs.String("library-path", envOr("LEANMESH_LIBRARY_PATH", render.DefaultLibraryPath),
+		"where the library install puts leanmesh.so (the chart's library.path); policies loading it from elsewhere are refused")
 	shutdown := fs.Duration("graceful-shutdown-timeout", 30*time.Second, "how long in-flight reconciles may run after SIGTERM")
 	wtFlags := workloadTableFlagSet(fs)
 	lazyFlags := addLazyXDSFlags(fs)
@@ -114,6 +117,7 @@ func runController(args []string) int {
 		RootNamespace: *rootNS,
 		Matrix:        matrix,
 		Metrics:       install.NewMetrics(metrics.Registry),
+		LibraryPaths:  []string{*libraryPath},
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		setupLog.Error(err, "setting up the TelemetryPolicy controller")
@@ -158,6 +162,13 @@ func runController(args []string) int {
 	}
 	setupLog.Info("stopped")
 	return 0
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }
 
 // newLogger builds a structured logr.Logger on log/slog.

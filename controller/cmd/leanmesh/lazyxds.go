@@ -8,6 +8,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/leanmesh/leanmesh/controller/lazyxds/als"
 	"github.com/leanmesh/leanmesh/controller/lazyxdsctl"
 )
 
@@ -21,7 +22,7 @@ import (
 // +kubebuilder:rbac:groups=networking.istio.io,resources=sidecars;virtualservices;gateways,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=networking.istio.io,resources=serviceentries,verbs=get;list;watch
 // +kubebuilder:rbac:groups=networking.istio.io,resources=envoyfilters,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;patch;update,namespace=leanmesh-system
 // seedFromTelemetry's Prometheus credentials, read one by one (never listed or watched):
@@ -31,6 +32,11 @@ import (
 type lazyXDSFlags struct {
 	enabled         *bool
 	alsAddr         *string
+	alsMeshRoot     *string
+	alsCert         *string
+	alsKey          *string
+	alsPlaintext    *bool
+	alsMaxStreams   *int
 	alsHost         *string
 	configMap       *string
 	clusterDomain   *string
@@ -41,9 +47,14 @@ type lazyXDSFlags struct {
 
 func addLazyXDSFlags(fs *flag.FlagSet) *lazyXDSFlags {
 	return &lazyXDSFlags{
-		enabled: fs.Bool("lazyxds", false, "run the lazy-xDS loop (needs the LazyXDS CRD and Istio's networking CRDs)"),
-		// Plaintext: the lazy egress's Envoy http_grpc access logger dials it over the mesh network.
-		alsAddr:         fs.String("lazyxds-als-address", ":15014", "address of the lazy-xDS AccessLogService (plaintext gRPC)"),
+		enabled:     fs.Bool("lazyxds", false, "run the lazy-xDS loop (needs the LazyXDS CRD and Istio's networking CRDs)"),
+		alsAddr:     fs.String("lazyxds-als-address", ":15014", "address of the lazy-xDS AccessLogService (gRPC, mutual TLS)"),
+		alsMeshRoot: fs.String("lazyxds-als-mesh-root", "", "Istio's root certificate (PEM, the istio-ca-root-cert ConfigMap): ALS callers must present a workload certificate it signed, for a lazy egress's service account"),
+		alsCert:     fs.String("lazyxds-als-tls-cert", "", "ALS server certificate (PEM; default: self-signed at start, the egress does not verify it)"),
+		alsKey:      fs.String("lazyxds-als-tls-key", "", "private key of --lazyxds-als-tls-cert"),
+		alsPlaintext: fs.Bool("lazyxds-als-plaintext", false,
+			"serve ALS without TLS and admit any caller: anyone reaching the port can forge dependencies (tests only)"),
+		alsMaxStreams:   fs.Int("lazyxds-als-max-streams", 0, "concurrent ALS streams admitted (default 64: one per egress worker thread)"),
 		alsHost:         fs.String("lazyxds-als-host", "", "host the lazy egress dials for access logs (default leanmesh-controller.$POD_NAMESPACE.svc.<domain>)"),
 		configMap:       fs.String("lazyxds-configmap", lazyxdsctl.DefaultConfigMapName, "ConfigMap in the controller's namespace holding learned dependencies"),
 		clusterDomain:   fs.String("lazyxds-cluster-domain", "cluster.local", "Kubernetes cluster DNS domain (Sidecar hosts, redirect)"),
@@ -61,6 +72,11 @@ func setupLazyXDS(mgr ctrl.Manager, f *lazyXDSFlags, rootNS string) error {
 	ns := os.Getenv("POD_NAMESPACE")
 	_, err := lazyxdsctl.Setup(mgr, lazyxdsctl.Options{
 		ALSAddress:          *f.alsAddr,
+		ALSMeshRootFile:     *f.alsMeshRoot,
+		ALSCertFile:         *f.alsCert,
+		ALSKeyFile:          *f.alsKey,
+		ALSPlaintext:        *f.alsPlaintext,
+		ALSLimits:           als.Options{MaxStreams: *f.alsMaxStreams},
 		ALSHost:             *f.alsHost,
 		Namespace:           ns,
 		ConfigMapName:       *f.configMap,

@@ -143,7 +143,7 @@ func BenchmarkDecode(b *testing.B) {
 	})
 	b.Run("fast", func(b *testing.B) {
 		b.ReportAllocs()
-		in := interner{}
+		in := newInterner(DefaultInternerBytes)
 		for b.Loop() {
 			if _, err := decodeMessage(raw, in, func(fields) {}); err != nil {
 				b.Fatal(err)

@@ -65,16 +65,30 @@ var errWire = errors.New("als: malformed protobuf")
 
 // interner returns one string per distinct byte sequence: a stream repeats
 // the same few clusters, authorities and caller IPs, so this removes most
-// per-entry allocations. It is per stream (no locking) and bounded.
-type interner map[string]string
+// per-entry allocations. It is per stream (no locking) and bounded by bytes,
+// not entries: a caller sending long distinct strings must not grow it past
+// its budget (issue #18: a count cap let 15 MiB messages pin 700 MB).
+type interner struct {
+	m          map[string]string
+	bytes, max int
+}
 
-func (in interner) str(b []byte) string {
-	if s, ok := in[string(b)]; ok { // no allocation for the lookup
+// internEntryOverhead approximates a map entry's cost beyond the string
+// bytes (key and value headers, bucket slot).
+const internEntryOverhead = 48
+
+func newInterner(maxBytes int) *interner {
+	return &interner{m: map[string]string{}, max: maxBytes}
+}
+
+func (in *interner) str(b []byte) string {
+	if s, ok := in.m[string(b)]; ok { // no allocation for the lookup
 		return s
 	}
 	s := string(b)
-	if len(in) < 8192 {
-		in[s] = s
+	if cost := len(s) + internEntryOverhead; in.bytes+cost <= in.max {
+		in.m[s] = s
+		in.bytes += cost
 	}
 	return s
 }
@@ -111,7 +125,7 @@ func forEach(b []byte, fn func(num protowire.Number, v []byte) error) error {
 // decodeMessage reads a serialized StreamAccessLogsMessage, calling fn for
 // each HTTP entry and returning the number of TCP entries. Only the fields
 // in `fields` are decoded; everything else is skipped without allocating.
-func decodeMessage(b []byte, in interner, fn func(fields)) (tcp int, err error) {
+func decodeMessage(b []byte, in *interner, fn func(fields)) (tcp int, err error) {
 	err = forEach(b, func(num protowire.Number, v []byte) error {
 		switch num {
 		case fMsgHTTPLogs:
@@ -139,7 +153,7 @@ func decodeMessage(b []byte, in interner, fn func(fields)) (tcp int, err error) 
 	return tcp, err
 }
 
-func decodeEntry(b []byte, in interner) (fields, error) {
+func decodeEntry(b []byte, in *interner) (fields, error) {
 	var f fields
 	err := forEach(b, func(num protowire.Number, v []byte) error {
 		switch num {
@@ -190,7 +204,7 @@ func decodeEntry(b []byte, in interner) (fields, error) {
 	return f, err
 }
 
-func socketAddr(b []byte, in interner) (string, error) {
+func socketAddr(b []byte, in *interner) (string, error) {
 	var ip string
 	err := forEach(b, func(num protowire.Number, v []byte) error {
 		if num != fAddrSocket {

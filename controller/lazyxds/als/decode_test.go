@@ -32,7 +32,7 @@ func FuzzDecodeMatchesTyped(f *testing.F) {
 		}
 		want := typedFields(e)
 		n := 0
-		if _, err := decodeMessage(b, interner{}, func(got fields) {
+		if _, err := decodeMessage(b, newInterner(DefaultInternerBytes), func(got fields) {
 			n++
 			if got != want {
 				t.Fatalf("wire %+v != typed %+v", got, want)
@@ -52,6 +52,6 @@ func FuzzDecodeRaw(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte{0x12, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = decodeMessage(b, interner{}, func(fields) {})
+		_, _ = decodeMessage(b, newInterner(DefaultInternerBytes), func(fields) {})
 	})
 }

@@ -3,6 +3,7 @@ package als
 import (
 	"errors"
 	"io"
+	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"google.golang.org/grpc"
@@ -45,9 +46,27 @@ func (c fastCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return c.std.Unmarshal(data, v)
 }
 
+// ServerOptions are the transport budgets of the ALS port: the message cap,
+// fixed HTTP/2 windows (gRPC's default BDP estimation would let a caller
+// that sends without being read grow them to 16 MiB per connection), a
+// bounded handshake, and a stream cap per connection.
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(s.opts.MaxMessageBytes),
+		grpc.InitialWindowSize(64 << 10),
+		grpc.InitialConnWindowSize(256 << 10),
+		grpc.ConnectionTimeout(10 * time.Second),
+		// One over the budget: a stream past MaxStreams is refused (and
+		// counted) by admit rather than left waiting for an HTTP/2 slot.
+		grpc.MaxConcurrentStreams(uint32(s.opts.MaxStreams) + 1),
+	}
+}
+
 // NewGRPCServer returns a gRPC server serving AccessLogService on the fast
-// path (plus anything else registered on it, decoded normally).
+// path (plus anything else registered on it, decoded normally), with
+// ServerOptions' budgets.
 func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	opts = append(s.ServerOptions(), opts...)
 	opts = append(opts, grpc.ForceServerCodecV2(fastCodec{std: encoding.GetCodecV2(protocodec.Name)}))
 	gs := grpc.NewServer(opts...)
 	gs.RegisterService(&grpc.ServiceDesc{
@@ -64,18 +83,24 @@ func (s *Server) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 }
 
 func (s *Server) streamRaw(stream grpc.ServerStream) error {
-	s.streams.Add(1)
+	release, err := s.admit(stream.Context())
+	if err != nil {
+		return err
+	}
+	defer release()
+	// Per-stream memory: this buffer (at most MaxMessageBytes, as gRPC
+	// refuses larger messages) and the interner (InternerBytes).
 	var m rawMessage
-	in := interner{}
+	in := newInterner(s.opts.InternerBytes)
 	for {
 		err := stream.RecvMsg(&m)
 		if errors.Is(err, io.EOF) {
 			return stream.SendMsg(&accesslogv3.StreamAccessLogsResponse{})
 		}
 		if err != nil {
-			return err
+			return s.recvErr(err)
 		}
-		at := s.now()
+		at := s.opts.Now()
 		var batch []lazyxds.Observation
 		received := 0
 		tcp, err := decodeMessage(m.b, in, func(f fields) {

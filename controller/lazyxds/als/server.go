@@ -21,6 +21,8 @@ import (
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/leanmesh/leanmesh/controller/lazyxds"
 )
@@ -59,12 +61,68 @@ var reasonNames = [numReasons]string{
 
 func (r Reason) String() string { return reasonNames[r] }
 
+// Refusal says why a connection, stream or message was refused before any
+// of its entries was looked at.
+type Refusal int
+
+const (
+	RefusedNoClientCert    Refusal = iota // TLS handshake without a client certificate
+	RefusedUntrustedCert                  // certificate not signed by the mesh root, or no Istio identity
+	RefusedForbidden                      // authenticated, but not a lazy egress's identity
+	RefusedStreamLimit                    // MaxStreams streams already open
+	RefusedMessageTooLarge                // message over MaxMessageBytes (the stream is closed)
+	numRefusals
+)
+
+var refusalNames = [numRefusals]string{
+	"no_client_certificate", "untrusted_certificate", "forbidden_identity", "stream_limit", "message_too_large",
+}
+
+func (r Refusal) String() string { return refusalNames[r] }
+
+// Budgets (docs/security.md explains how they are sized).
+const (
+	// DefaultMaxMessageBytes: Envoy's gRPC access logger flushes its buffer
+	// at buffer_size_bytes (16 KiB default) or at the flush interval, so a
+	// message is at most 16 KiB plus one entry; an entry is bounded by the
+	// proxy's request-header limit (60 KiB in Istio's gateways) plus its
+	// fixed fields. 256 KiB leaves room for both with margin.
+	DefaultMaxMessageBytes = 256 << 10
+	// DefaultMaxStreams: Envoy opens one stream per worker thread per
+	// logger; two egress replicas of 16 workers use 32.
+	DefaultMaxStreams = 64
+	// DefaultInternerBytes bounds each stream's interner (~1,000 distinct
+	// names of a busy egress).
+	DefaultInternerBytes = 128 << 10
+	// DefaultQueueBytes bounds the strings held by queued observations.
+	DefaultQueueBytes = 8 << 20
+	// maxNameBytes: longer clusters or authorities are no Kubernetes
+	// service (a DNS name is at most 253 bytes) and are dropped as
+	// bad_destination; a longer peer ID is ignored.
+	maxNameBytes = 512
+	// observationOverhead approximates an Observation's fixed size.
+	observationOverhead = 96
+)
+
 // Options configure a Server.
 type Options struct {
-	// QueueEntries bounds the observations waiting for the graph; default 65536
-	// (about 10 MB at worst).
+	// QueueEntries bounds the observations waiting for the graph; default 65536.
 	QueueEntries int
-	Now          func() time.Time
+	// QueueBytes bounds the bytes they hold; default DefaultQueueBytes.
+	QueueBytes int64
+	// MaxMessageBytes refuses larger messages (NewGRPCServer); default DefaultMaxMessageBytes.
+	MaxMessageBytes int
+	// MaxStreams bounds concurrent streams; default DefaultMaxStreams.
+	MaxStreams int
+	// InternerBytes bounds each stream's interner; default DefaultInternerBytes.
+	InternerBytes int
+	// Authorize admits a stream's authenticated caller. Nil admits every
+	// caller, authenticated or not (plaintext tests only); non-nil refuses a
+	// caller without a verified identity (see MeshTLS).
+	Authorize func(Identity) bool
+	// OnRefuse is told about each refusal (the loop logs them, rate-limited).
+	OnRefuse func(r Refusal, detail string)
+	Now      func() time.Time
 }
 
 // Stats is a copy of the server's self-metrics.
@@ -74,20 +132,30 @@ type Stats struct {
 	Processed uint64 // entries applied to the graph
 	Learned   uint64 // dependencies learned from them
 	Dropped   map[string]uint64
+	Refused   map[string]uint64
+	Active    int64 // streams open now
 }
 
 // Server implements envoy.service.accesslog.v3.AccessLogService.
 type Server struct {
 	accesslogv3.UnimplementedAccessLogServiceServer
 
-	rec    Recorder
-	now    func() time.Time
-	max    int64
-	queue  chan []lazyxds.Observation
-	queued atomic.Int64
+	rec         Recorder
+	opts        Options
+	max         int64
+	queue       chan queuedBatch
+	queued      atomic.Int64
+	queuedBytes atomic.Int64
+	active      atomic.Int64
 
 	streams, received, processed, learned atomic.Uint64
 	dropped                               [numReasons]atomic.Uint64
+	refused                               [numRefusals]atomic.Uint64
+}
+
+type queuedBatch struct {
+	obs   []lazyxds.Observation
+	bytes int64
 }
 
 // NewServer returns a server feeding rec. Call Run to start applying entries.
@@ -95,15 +163,67 @@ func NewServer(rec Recorder, opts Options) *Server {
 	if opts.QueueEntries <= 0 {
 		opts.QueueEntries = 1 << 16
 	}
+	if opts.QueueBytes <= 0 {
+		opts.QueueBytes = DefaultQueueBytes
+	}
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = DefaultMaxStreams
+	}
+	if opts.InternerBytes <= 0 {
+		opts.InternerBytes = DefaultInternerBytes
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	return &Server{
-		rec: rec, now: opts.Now, max: int64(opts.QueueEntries),
+		rec: rec, opts: opts, max: int64(opts.QueueEntries),
 		// Every queued batch holds at least one entry, so this never blocks
 		// before the entry bound is hit.
-		queue: make(chan []lazyxds.Observation, min(opts.QueueEntries, 4096)),
+		queue: make(chan queuedBatch, min(opts.QueueEntries, 4096)),
 	}
+}
+
+// Refuse counts a refusal and reports it to Options.OnRefuse.
+func (s *Server) Refuse(r Refusal, detail string) {
+	s.refused[r].Add(1)
+	if s.opts.OnRefuse != nil {
+		s.opts.OnRefuse(r, detail)
+	}
+}
+
+// admit checks a new stream's caller and the stream budget. The returned
+// release must be called when the stream ends.
+func (s *Server) admit(ctx context.Context) (release func(), err error) {
+	if s.opts.Authorize != nil {
+		id, ok := PeerIdentity(ctx)
+		if !ok {
+			s.Refuse(RefusedUntrustedCert, "stream without a verified mesh identity")
+			return nil, status.Error(codes.Unauthenticated, "mesh client certificate required")
+		}
+		if !s.opts.Authorize(id) {
+			s.Refuse(RefusedForbidden, id.String())
+			return nil, status.Error(codes.PermissionDenied, "not a lazy egress")
+		}
+	}
+	if s.active.Add(1) > int64(s.opts.MaxStreams) {
+		s.active.Add(-1)
+		s.Refuse(RefusedStreamLimit, "")
+		return nil, status.Errorf(codes.ResourceExhausted, "at most %d access-log streams", s.opts.MaxStreams)
+	}
+	s.streams.Add(1)
+	return func() { s.active.Add(-1) }, nil
+}
+
+// recvErr counts a message refused for its size (gRPC refuses it from its
+// length prefix, before reading or allocating the body).
+func (s *Server) recvErr(err error) error {
+	if status.Code(err) == codes.ResourceExhausted {
+		s.Refuse(RefusedMessageTooLarge, err.Error())
+	}
+	return err
 }
 
 // Register adds the typed AccessLogService (go-control-plane's generated
@@ -116,8 +236,10 @@ func (s *Server) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case batch := <-s.queue:
+		case qb := <-s.queue:
+			batch := qb.obs
 			s.queued.Add(-int64(len(batch)))
+			s.queuedBytes.Add(-qb.bytes)
 			res := s.rec.Record(batch)
 			s.dropped[ReasonUnknownCaller].Add(uint64(res.UnknownCaller))
 			s.dropped[ReasonUnknownService].Add(uint64(res.UnknownService))
@@ -132,14 +254,18 @@ func (s *Server) Run(ctx context.Context) {
 // reconnects a broken stream by opening a new one; nothing is kept per
 // stream, so that needs no special handling.
 func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAccessLogsServer) error {
-	s.streams.Add(1)
+	release, err := s.admit(stream.Context())
+	if err != nil {
+		return err
+	}
+	defer release()
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return stream.SendAndClose(&accesslogv3.StreamAccessLogsResponse{})
 		}
 		if err != nil {
-			return err
+			return s.recvErr(err)
 		}
 		if tcp := msg.GetTcpLogs(); tcp != nil {
 			s.dropped[ReasonTCPEntry].Add(uint64(len(tcp.GetLogEntry())))
@@ -150,7 +276,7 @@ func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAcce
 			continue
 		}
 		s.received.Add(uint64(len(entries)))
-		at := s.now()
+		at := s.opts.Now()
 		batch := make([]lazyxds.Observation, 0, len(entries))
 		for _, e := range entries {
 			if o, ok := s.observe(typedFields(e), at); ok {
@@ -166,6 +292,13 @@ func (s *Server) observe(f fields, at time.Time) (lazyxds.Observation, bool) {
 	if !f.hasCommon {
 		s.dropped[ReasonNoCommonProperties].Add(1)
 		return lazyxds.Observation{}, false
+	}
+	if len(f.cluster) > maxNameBytes || len(f.authority) > maxNameBytes {
+		s.dropped[ReasonBadDestination].Add(1)
+		return lazyxds.Observation{}, false
+	}
+	if len(f.peerID) > maxNameBytes {
+		f.peerID = ""
 	}
 	o := lazyxds.Observation{At: at, Cluster: f.cluster, Authority: f.authority}
 	o.Caller = parseIP(f.downstream)
@@ -193,16 +326,24 @@ func (s *Server) enqueue(batch []lazyxds.Observation) {
 	if n == 0 {
 		return
 	}
-	if s.queued.Add(n) > s.max {
+	var size int64
+	for i := range batch {
+		size += int64(len(batch[i].Cluster) + len(batch[i].Authority) + observationOverhead)
+	}
+	full := func() {
 		s.queued.Add(-n)
+		s.queuedBytes.Add(-size)
 		s.dropped[ReasonQueueFull].Add(uint64(n))
+	}
+	entries, bytes := s.queued.Add(n), s.queuedBytes.Add(size)
+	if entries > s.max || bytes > s.opts.QueueBytes {
+		full()
 		return
 	}
 	select {
-	case s.queue <- batch:
+	case s.queue <- queuedBatch{obs: batch, bytes: size}:
 	default:
-		s.queued.Add(-n)
-		s.dropped[ReasonQueueFull].Add(uint64(n))
+		full()
 	}
 }
 
@@ -235,10 +376,14 @@ func peerIP(id string) netip.Addr {
 func (s *Server) Stats() Stats {
 	st := Stats{
 		Streams: s.streams.Load(), Received: s.received.Load(), Processed: s.processed.Load(),
-		Learned: s.learned.Load(), Dropped: map[string]uint64{},
+		Learned: s.learned.Load(), Dropped: map[string]uint64{}, Refused: map[string]uint64{},
+		Active: s.active.Load(),
 	}
 	for r := range numReasons {
 		st.Dropped[r.String()] = s.dropped[r].Load()
+	}
+	for r := range numRefusals {
+		st.Refused[r.String()] = s.refused[r].Load()
 	}
 	return st
 }

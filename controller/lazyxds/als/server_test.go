@@ -2,7 +2,9 @@ package als
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -148,6 +150,9 @@ func send(ctx context.Context, c accesslogv3.AccessLogServiceClient, batches ...
 			m.Identifier = &accesslogv3.StreamAccessLogsMessage_Identifier{Node: egressNode, LogName: "leanmesh-lazy"}
 		}
 		if err := st.Send(m); err != nil {
+			if errors.Is(err, io.EOF) { // the server ended the stream: its status says why
+				_, err = st.CloseAndRecv()
+			}
 			return nil, err
 		}
 	}
