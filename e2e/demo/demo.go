@@ -7,7 +7,6 @@ package demo
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +40,6 @@ type run struct {
 	ctx      context.Context
 	env      *cluster.Env
 	istiod   *cluster.Istiod
-	alsCert  *tls.Certificate // the lazy egress's istiod certificate (lazy.go)
 	rel      release.Release
 	bin      struct{ so, host, controller string }
 	ctrl     *exec.Cmd
@@ -158,13 +156,10 @@ func (r *run) launchController() error {
 	if err != nil {
 		return err
 	}
-	root, err := r.alsIdentity()
-	if err != nil {
-		return err
-	}
 	cmd := exec.Command(r.bin.controller, "controller", "--kubeconfig", r.env.Kubeconfig,
 		"--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0", "--log-format=text",
-		"--lazyxds", "--lazyxds-als-address="+r.alsAddr, "--lazyxds-als-mesh-root="+root)
+		// The demo's ALS client has no egress certificate yet: plaintext, test-only mode.
+		"--lazyxds", "--lazyxds-als-address="+r.alsAddr, "--lazyxds-als-plaintext")
 	cmd.Env = append(os.Environ(), "POD_NAMESPACE=leanmesh-system")
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

@@ -2,24 +2,20 @@ package demo
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
-	"github.com/leanmesh/leanmesh/controller/lazyxds"
 	"github.com/leanmesh/leanmesh/e2e/cluster"
 )
 
@@ -43,36 +39,10 @@ func outboundClusters(s cluster.Snapshot) []string {
 	return out
 }
 
-// alsIdentity gets the lazy egress's workload certificate from istiod's CA
-// (once) and writes istiod's root where the controller reads it, as the
-// chart mounts istio-ca-root-cert. It returns the root's path.
-func (r *run) alsIdentity() (string, error) {
-	root := filepath.Join(r.env.Dir, "istio-root-cert.pem")
-	if r.alsCert != nil {
-		return root, nil
-	}
-	ns, sa := lazyxds.Egress{}.ServiceAccount()
-	cert, pem, err := r.istiod.WorkloadCertificate(r.ctx, r.env, ns, sa)
-	if err != nil {
-		return "", fmt.Errorf("egress certificate from istiod: %w", err)
-	}
-	if err := os.WriteFile(root, pem, 0o644); err != nil {
-		return "", err
-	}
-	r.alsCert = &cert
-	return root, nil
-}
-
 // sendALS sends one access-log entry as the lazy egress's Envoy would
 // (envoy.access_loggers.http_grpc): identifier first, then the HTTP entry.
 func (r *run) sendALS(callerIP, upstreamCluster, authority string) error {
-	if _, err := r.alsIdentity(); err != nil {
-		return err
-	}
-	// Mutual TLS with the egress's istiod-issued certificate, as its Envoy
-	// presents it (docs/security.md); it does not verify the controller.
-	creds := credentials.NewTLS(&tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*r.alsCert}})
-	conn, err := grpc.NewClient(r.alsAddr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(r.alsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
 	}
