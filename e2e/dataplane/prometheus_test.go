@@ -107,6 +107,7 @@ func TestPrometheusScrapesShippedConfig(t *testing.T) {
 		if mode == v1alpha1.ModeLeanMesh {
 			srv.WaitScrapedT(t, monitoring.Proxies.Job, time.Now())
 			sent += checkIstioDashboards(t, srv, client, server)
+			sent += checkBytesAndMessages(t, srv, client, server)
 		}
 		targets := srv.WaitScrapedT(t, monitoring.Proxies.Job, time.Now()) // fails on a target down
 		if len(targets) != 2 {

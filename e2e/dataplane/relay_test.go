@@ -20,6 +20,7 @@ type exchange struct {
 	clientReq   envoyhost.Request // the client sidecar's outbound request
 	serverReq   envoyhost.Request // the server sidecar's inbound request (headers are relayed)
 	respHeaders envoyhost.Headers
+	respBody    [][]byte // the server app's response data frames
 	respTrail   envoyhost.Headers
 	mtls        bool
 }
@@ -49,7 +50,7 @@ func relay(t *testing.T, client, server *sidecar, x exchange) outcome {
 	sr := x.serverReq
 	sr.Config = server.inbound
 	sr.Headers = part.Upstream.Headers
-	sr.ResponseHeaders, sr.ResponseTrailers = x.respHeaders, x.respTrail
+	sr.ResponseHeaders, sr.ResponseBody, sr.ResponseTrailers = x.respHeaders, x.respBody, x.respTrail
 	if x.mtls {
 		sr.Info.TLS = &envoyhost.TLS{PeerCertificatePresented: true, PeerCertificateValidated: true,
 			URISANPeer: []string{productpage.spiffe()}, URISANLocal: []string{reviews.spiffe()}}
