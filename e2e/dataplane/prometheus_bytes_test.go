@@ -190,7 +190,8 @@ func checkBytesAndMessages(t *testing.T, srv *lmprom.Server, client, server *sid
 		if expr == "" {
 			t.Fatalf("no kiali query %s", name)
 		}
-		v, err := srv.QueryAt(t.Context(), expr, t1.Time())
+		// Read once both reporters' scrapes hold the batch.
+		v, err := srv.QueryAt(t.Context(), expr, max(scrapes["source"][1], scrapes["destination"][1]).Time())
 		if err != nil {
 			t.Fatal(err)
 		}
