@@ -234,7 +234,9 @@ func smallFamilies(regs []*Registry) []*dto.MetricFamily {
 	var series int
 	var overflowed, overBudget, evicted uint64
 	var mem, exp, hold int64
+	var peers int
 	for _, r := range regs {
+		peers += r.Peers()
 		hold = max(hold, r.maxHold.Load())
 		series += r.Series()
 		overflowed += r.Overflowed()
@@ -273,6 +275,7 @@ func smallFamilies(regs []*Registry) []*dto.MetricFamily {
 	gauge("leanmesh_series_bytes", "Estimated registry memory of series and label blocks (bounded by max_series_bytes).", float64(mem))
 	gauge("leanmesh_exposition_bytes_estimate", "Upper bound of the Istio families' exposition (bounded by max_exposition_bytes).", float64(exp))
 	gauge("leanmesh_eviction_max_shard_lock_hold_seconds", "Longest time an eviction sweep held a shard mutex the request path takes.", float64(hold)/1e9)
+	gauge("leanmesh_interned_peers", "Peer identities interned by the registries (released with the series and peer caches that used them).", float64(peers))
 	gauge("leanmesh_go_heap_live_bytes", "Live heap of the library's Go runtime after the last GC.", liveHeap())
 	samples := Self.snapshot()
 	samples = append(samples,
