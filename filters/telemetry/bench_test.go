@@ -25,10 +25,23 @@ func BenchmarkRecordKnownSeries(b *testing.B) {
 	}
 }
 
+// BenchmarkRecordKnownSeriesNative: the same with native histograms on
+// (classic and native buckets both recorded).
+func BenchmarkRecordKnownSeriesNative(b *testing.B) {
+	r := NewRegistry(Options{NativeHistograms: true, NativeSchema: 3})
+	k := clientKey(200)
+	o := &HTTPObservation{HasDuration: true, DurationMs: 12, HasBytes: true, RequestBytes: 300, ResponseBytes: 5000}
+	r.RecordHTTP(0, &k, o)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.RecordHTTP(0, &k, o)
+	}
+}
+
 // BenchmarkRecordNewSeries: every request brings a new label set (a new
 // peer or service): the series is created, its labels rendered and interned.
 func BenchmarkRecordNewSeries(b *testing.B) {
-	r := NewRegistry(Options{MaxSeries: 1 << 30})
+	r := NewRegistry(Options{MaxSeries: 1 << 30, MaxSeriesBytes: 1 << 40, MaxExpositionBytes: 1 << 40})
 	o := &HTTPObservation{HasDuration: true, DurationMs: 12}
 	keys := make([]Key, b.N)
 	for i := range keys {
@@ -73,7 +86,7 @@ func BenchmarkRecordParallel(b *testing.B) {
 }
 
 func filledRegistry(n int) *Registry {
-	r := NewRegistry(Options{MaxSeries: n + 1, IstioVersion: "1.31.1"})
+	r := NewRegistry(Options{MaxSeries: n + 1, MaxSeriesBytes: 1 << 40, MaxExpositionBytes: 1 << 40, IstioVersion: "1.31.1"})
 	o := &HTTPObservation{HasDuration: true, DurationMs: 12, HasBytes: true, RequestBytes: 300, ResponseBytes: 5000}
 	for i := 0; i < n; i++ {
 		k := clientKey(200)
@@ -108,7 +121,7 @@ func BenchmarkExpositionCounterOnly(b *testing.B) {
 	for _, n := range []int{1000, 10000, 100000} {
 		b.Run(fmt.Sprintf("series=%d", n), func(b *testing.B) {
 			o, _ := CompileOverrides([]MetricOverride{{Name: "request_duration_milliseconds", Drop: true}, {Name: "request_bytes", Drop: true}, {Name: "response_bytes", Drop: true}})
-			r := NewRegistry(Options{MaxSeries: n + 1, Overrides: o})
+			r := NewRegistry(Options{MaxSeries: n + 1, MaxSeriesBytes: 1 << 40, MaxExpositionBytes: 1 << 40, Overrides: o})
 			for i := 0; i < n; i++ {
 				k := clientKey(200)
 				k.Peer = r.InternPeer(Peer{Workload: fmt.Sprintf("workload-%d", i), Namespace: "ns"})

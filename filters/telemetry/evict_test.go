@@ -170,3 +170,47 @@ func TestEvictionBoundedLockHold(t *testing.T) {
 		t.Errorf("the sweep examined %d series in one hold, want 1..%d", entries, sweepBatch)
 	}
 }
+
+// Recording (new and known label sets), scraping (text and protobuf) and
+// sweeping at once: run under -race, and every scrape must parse.
+func TestEvictionConcurrentWithRecordAndScrape(t *testing.T) {
+	r := newRegistry(Options{EvictionInterval: time.Minute, NativeHistograms: true, NativeSchema: 3})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	for w := 0; w < 3; w++ {
+		go func(w int) {
+			defer func() { done <- struct{}{} }()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := peerKey(r, i%300)
+				r.RecordHTTP(uint32(w), &k, &HTTPObservation{DurationMs: uint64(i % 50), HasDuration: true})
+			}
+		}(w)
+	}
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r.tickAndSweep()
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	for i := 0; i < 30; i++ {
+		parseExposition(t, r.AppendText(nil))
+		body, _ := ContentFor(nil, protoAccept, r)
+		decodeProto(t, body)
+	}
+	close(stop)
+	for i := 0; i < 4; i++ {
+		<-done
+	}
+	t.Logf("series %d, evicted %d", r.Series(), r.Evicted())
+}
