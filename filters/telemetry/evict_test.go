@@ -186,7 +186,7 @@ func TestEvictionConcurrentWithRecordAndScrape(t *testing.T) {
 					return
 				default:
 				}
-				k := peerKey(r, i%300)
+				k := peerKey(r, i%40)
 				r.RecordHTTP(uint32(w), &k, &HTTPObservation{DurationMs: uint64(i % 50), HasDuration: true})
 			}
 		}(w)
@@ -203,7 +203,7 @@ func TestEvictionConcurrentWithRecordAndScrape(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	for i := 0; i < 30; i++ {
+	for i := 0; i < 8; i++ {
 		parseExposition(t, r.AppendText(nil))
 		body, _ := ContentFor(nil, protoAccept, r)
 		decodeProto(t, body)
