@@ -17,8 +17,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
@@ -80,6 +82,9 @@ func runController(t *testing.T, env *cluster.Env) *harness {
 		LeaderElection:          true,
 		LeaderElectionID:        "leanmesh-controller.leanmesh.io",
 		LeaderElectionNamespace: controllerNS,
+		// Several tests in this process each run a manager with the same
+		// controller name; the name check guards one binary's metrics only.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
 		t.Fatal(err)
