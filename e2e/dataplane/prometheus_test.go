@@ -234,6 +234,10 @@ func checkIstioDashboards(t *testing.T, srv *lmprom.Server, client, server *side
 		t.Fatal(err)
 	}
 	kvars := strings.NewReplacer("$namespace", "bookinfo", "$duration", "60")
+	// The two reporters are scraped at different moments: read the edges once
+	// both scrapes hold the batch (t1 is the destination's).
+	_, t1src := batchScrapes(t, srv, `istio_requests_total{reporter="source",destination_workload="reviews-v2",response_code="200"}`, 15)
+	kialiAt := max(t1, t1src)
 	for _, name := range []string{"http-incoming", "http-outgoing"} {
 		var expr string
 		for _, q := range kqs {
@@ -241,7 +245,7 @@ func checkIstioDashboards(t *testing.T, srv *lmprom.Server, client, server *side
 				expr = kvars.Replace(q.Expr)
 			}
 		}
-		v, err := srv.QueryAt(t.Context(), expr, t1.Time())
+		v, err := srv.QueryAt(t.Context(), expr, kialiAt.Time())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -39,7 +39,9 @@ func (r *run) prometheus() error {
 		addrs = append(addrs, addr)
 		r.say("  %-12s exposition on http://%s/stats/prometheus (the pod's :15095)", name, addr)
 	}
-	srv, err := lmprom.Start(r.ctx, lmprom.Options{ScrapeConfigs: []string{lmprom.StaticJob(monitoring.Proxies.Job, addrs...)}})
+	// The exposition answers on its own path only, as the shipped jobs scrape it.
+	job := lmprom.StaticJob(monitoring.Proxies.Job, addrs...) + "metrics_path: " + monitoring.Proxies.Path + "\n"
+	srv, err := lmprom.Start(r.ctx, lmprom.Options{ScrapeConfigs: []string{job}})
 	if err != nil {
 		return err
 	}
