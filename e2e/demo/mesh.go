@@ -23,6 +23,7 @@ import (
 	"github.com/leanmesh/leanmesh/controller/render"
 	"github.com/leanmesh/leanmesh/e2e/cluster"
 	"github.com/leanmesh/leanmesh/e2e/envoyhost"
+	"github.com/leanmesh/leanmesh/e2e/layout"
 )
 
 // The sample mesh: a bookinfo-like topology.
@@ -398,8 +399,31 @@ func (r *run) abSwitch() error {
 		}
 		out, in := r.chains()
 		r.say("  mode %-8s (in LDS after %v)\n    productpage outbound: %s\n    reviews inbound:      %s", step.mode, time.Since(start).Round(10*time.Millisecond), joinShort(out), joinShort(in))
+		var sum string
+		if err := r.waitFor(fmt.Sprintf("mode %s: every HTTP and TCP chain as the mode promises", step.mode), time.Minute, func() (err error) {
+			sum, err = r.layout(step.mode)
+			return err
+		}); err != nil {
+			return err
+		}
+		r.say("    every chain checked (TCP chains keep istio.stats in every mode): %s", sum)
 	}
 	return nil
+}
+
+// layout checks every HTTP and TCP filter chain of both test sidecars with the
+// checker the real-istiod layout test uses (e2e/layout): leanmesh owns HTTP in
+// LeanMesh mode, Istio's istio.stats stays on every TCP chain in every mode.
+func (r *run) layout(mode v1alpha1.Mode) (string, error) {
+	var sums []string
+	for _, name := range []string{"productpage", "reviews"} {
+		rep, err := layout.Check(r.proxies[name].ads.Snapshot(), false, mode, layout.Want{Contexts: []layout.Context{layout.Inbound, layout.Outbound}})
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", name, err)
+		}
+		sums = append(sums, name+" "+rep.Summary())
+	}
+	return strings.Join(sums, "; "), nil
 }
 
 func withLabelsPath(a *anypb.Any, path string) *anypb.Any {
