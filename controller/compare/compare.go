@@ -68,11 +68,15 @@ var httpFamilies = []string{
 }
 
 // Owned returns the families leanmesh records in mode; nil means all
-// (ModeAll). Both modes record the HTTP families and istio_build (Shadow
-// under its prefix); TCP stays Istio's.
+// (ModeAll). Both modes record the HTTP families; TCP stays Istio's.
+// istio_build is Istio's in LeanMesh mode (its stats filter reports it from
+// the TCP chains; leanmesh serves no copy), while Shadow serves a prefixed
+// copy, compared like the rest.
 func Owned(mode Mode) []string {
 	switch mode {
-	case ModeLeanMesh, ModeShadow:
+	case ModeLeanMesh:
+		return slices.Clone(httpFamilies)
+	case ModeShadow:
 		return append(slices.Clone(httpFamilies), "istio_build")
 	}
 	return nil

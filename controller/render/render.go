@@ -422,8 +422,8 @@ func (r *renderer) statsConfig(dir pluginconfig.Direction) pluginconfig.Config {
 		HistogramBuckets:  r.spec.HistogramBuckets,
 		MaxSeries:         int(r.spec.MaxSeries),
 		GRPCMessageCounts: r.spec.GRPCMessageCounts,
-		// No istio_version: istio_build reports the running proxy's own
-		// ISTIO_VERSION, not the matrix row (a pod may run another patch).
+		// No istio_version: Shadow's leanmesh_shadow_istio_build reports the
+		// running proxy's own ISTIO_VERSION, not the matrix row.
 	}
 	if r.spec.Mode == v1alpha1.ModeShadow && !r.spec.Shadow.IstioMetricNames {
 		// Istio's dashboards and Kiali query istio_* without a job filter:

@@ -407,8 +407,11 @@ func TestScrapeEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fams["istio_requests_total"] == nil || fams["istio_build"] == nil {
+	if fams["istio_requests_total"] == nil || fams["leanmesh_series"] == nil {
 		t.Fatalf("families: %v", fams)
+	}
+	if fams["istio_build"] != nil {
+		t.Errorf("istio_build is reported by Istio's own stats filter (TCP chains, every mode); leanmesh served a second copy")
 	}
 	s2 := &stream{}
 	Factory(scr, s2).DecodeHeaders(newHeaders(":path", "/other"), true)
@@ -519,8 +522,17 @@ func TestLocalIdentityFromEnvironment(t *testing.T) {
 	if ls["source_workload"] != "productpage-v1" || ls["source_app"] != "productpage" || ls["source_cluster"] != "Kubernetes" {
 		t.Errorf("local labels from env: %v", ls)
 	}
-	if ls := labelsOf(fams["istio_build"].GetMetric()[0]); ls["tag"] != "1.31.1" {
-		t.Errorf("istio_build tag %v", ls)
+	if fams["istio_build"] != nil {
+		t.Errorf("LeanMesh config served istio_build (Istio's own): %v", fams["istio_build"])
+	}
+	// Shadow's prefixed copy carries the proxy's own version, from the env.
+	shadow := newConfig(t, `{"direction":"outbound","metric_prefix":"leanmesh_shadow_","local_identity":{"pod_labels_path":"`+labels+`"}}`)
+	s = outboundStream(t, w, "outbound|9080||"+reviewsHost, "")
+	delete(s.Props, "xds.node")
+	run(Factory(shadow, s), newHeaders(":authority", "reviews:9080"), newHeaders(), nil)
+	fams = scrape(t, shadow.Registry())
+	if b := fams["leanmesh_shadow_istio_build"]; b == nil || labelsOf(b.GetMetric()[0])["tag"] != "1.31.1" {
+		t.Errorf("leanmesh_shadow_istio_build tag %v", b)
 	}
 }
 

@@ -55,8 +55,9 @@ type Config struct {
 	GRPCMessageCounts         *bool            `json:"grpc_message_counts,omitempty"`
 	Exposition                Exposition       `json:"exposition"`
 	TCPReportingDuration      string           `json:"tcp_reporting_duration,omitempty"` // e.g. "5s"
-	// IstioVersion overrides istio_build's tag (tests). Empty: the proxy's
-	// own ISTIO_VERSION, as Istio's stats filter reports it.
+	// IstioVersion overrides the tag of Shadow's leanmesh_shadow_istio_build
+	// (tests). Empty: the proxy's own ISTIO_VERSION, as Istio's stats filter
+	// reports it. The unprefixed istio_build is Istio's alone.
 	IstioVersion string `json:"istio_version,omitempty"`
 	// MetricPrefix is prepended to every family leanmesh records (Shadow
 	// mode renders ShadowMetricPrefix, so Istio's queries never match

@@ -60,7 +60,7 @@ func snapshots(regs []*Registry) []snapshot {
 // format, each family once. The large Istio families are written directly
 // from pre-rendered label blocks (expfmt's MetricFamily path costs ~40x at
 // 100k series, see BenchmarkExpositionExpfmt); the small families
-// (istio_build, leanmesh_*) go through expfmt. Each registry's lines stop at
+// (leanmesh_*, Shadow's istio_build) go through expfmt. Each registry's lines stop at
 // a label-set boundary once they reach its MaxExpositionBytes (counted in
 // leanmesh_exposition_truncated_total); the creation-time budget normally
 // keeps them below it.
@@ -228,7 +228,8 @@ func appendLabelsWith(buf []byte, text, extra string) []byte {
 	return append(buf, '}')
 }
 
-// smallFamilies builds istio_build and the self metrics.
+// smallFamilies builds the self metrics and, in Shadow mode, the prefixed
+// istio_build.
 func smallFamilies(regs []*Registry) []*dto.MetricFamily {
 	var fams []*dto.MetricFamily
 	var series int
@@ -246,13 +247,18 @@ func smallFamilies(regs []*Registry) []*dto.MetricFamily {
 		mem += m
 		exp += e
 	}
-	if len(regs) == 0 {
-		regs = []*Registry{{}} // still report the build, as "unknown"
-	}
-	// One istio_build per name prefix (Shadow's is prefixed like its other
-	// families); the tag is the proxy's ISTIO_VERSION, else "unknown", as
-	// Istio's stats filter reports it (istio_stats.cc recordVersion).
+	// istio_build only under a name prefix (Shadow's leanmesh_shadow_), never
+	// under Istio's own name: Istio's stats filter sets that gauge when any
+	// istio.stats config is built, HTTP or network (istio_stats.cc,
+	// Config::Config → recordVersion, shared by both factories), and
+	// istio.stats stays on the TCP chains in every mode, so the proxy already
+	// reports it on :15020 and a second copy here would double every
+	// sum/count of istio_build. The tag is the proxy's ISTIO_VERSION, else
+	// "unknown", as recordVersion reports it.
 	for _, prefix := range prefixes(regs) {
+		if prefix == "" {
+			continue
+		}
 		tag := unknown
 		for _, r := range regs {
 			if v := r.istioVersion.Load(); r.opts.NamePrefix == prefix && v != nil && *v != "" && tag == unknown {
@@ -297,7 +303,7 @@ func smallFamilies(regs []*Registry) []*dto.MetricFamily {
 	return fams
 }
 
-// appendSmallFamilies writes istio_build and the self metrics with expfmt.
+// appendSmallFamilies writes the small families with expfmt.
 func appendSmallFamilies(buf []byte, regs []*Registry) []byte {
 	var b bytes.Buffer
 	for _, f := range smallFamilies(regs) {

@@ -75,5 +75,7 @@ var TCPMetrics = []Metric{TCPOpened, TCPClosed, TCPSentBytes, TCPReceivedBytes}
 // dashboards assume for both the millisecond and the byte histograms.
 var DefaultBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
 
-// BuildMetricName is the gauge carrying the proxy's Istio version.
+// BuildMetricName is the gauge carrying the proxy's Istio version; leanmesh
+// serves it only under Shadow's prefix (Istio's filter reports it in every
+// mode, see smallFamilies).
 const BuildMetricName = "istio_build"

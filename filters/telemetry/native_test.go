@@ -99,8 +99,11 @@ func TestProtoNegotiation(t *testing.T) {
 				t.Errorf("case %d: neither classic nor native buckets", i)
 			}
 		}
-		if fams["istio_requests_total"].GetMetric()[0].GetCounter().GetValue() != 1 || fams["istio_build"] == nil {
-			t.Errorf("case %d: counters or istio_build missing", i)
+		if fams["istio_requests_total"].GetMetric()[0].GetCounter().GetValue() != 1 || fams["leanmesh_series"] == nil {
+			t.Errorf("case %d: counters or self metrics missing", i)
+		}
+		if fams["istio_build"] != nil {
+			t.Errorf("case %d: istio_build is Istio's own (its TCP chains report it), leanmesh must not serve it", i)
 		}
 	}
 }

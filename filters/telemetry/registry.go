@@ -38,10 +38,12 @@ type Options struct {
 	NativeSchema     int
 	// Overrides customise families and labels; nil means Istio's defaults.
 	Overrides *Overrides
-	// IstioVersion is the tag label of istio_build.
+	// IstioVersion is the tag label of istio_build (served only with a
+	// NamePrefix: Istio's own filter reports the unprefixed one).
 	IstioVersion string
 	// NamePrefix is prepended to every family name in the exposition,
 	// istio_build included (Shadow mode: pluginconfig.ShadowMetricPrefix).
+	// Without a prefix istio_build is not served (see smallFamilies).
 	NamePrefix string
 }
 

@@ -133,15 +133,63 @@ func TestExpositionValues(t *testing.T) {
 	if got := find(t, fams, "istio_requests_total", map[string]string{"request_protocol": "grpc", "grpc_response_status": "14"}).GetCounter().GetValue(); got != 1 {
 		t.Errorf("grpc requests = %v", got)
 	}
-	b := find(t, fams, "istio_build", map[string]string{"component": "proxy", "tag": "1.31.1"})
-	if b.GetGauge().GetValue() != 1 {
-		t.Errorf("istio_build = %v", b.GetGauge().GetValue())
+	if b, ok := fams["istio_build"]; ok {
+		t.Errorf("istio_build served without a name prefix (Istio's own filter reports it in every mode): %v", b)
 	}
 	if _, ok := fams["istio_tcp_connections_opened_total"]; ok {
 		t.Error("no TCP series were recorded, family must be absent")
 	}
 	if got := find(t, fams, "leanmesh_series", nil).GetGauge().GetValue(); got != 4 {
 		t.Errorf("leanmesh_series = %v, want 4 (3 label sets, one on two workers)", got)
+	}
+}
+
+// TestBuildGaugeOnlyUnderPrefix: istio_build is Istio's own. Its stats
+// filter sets the gauge whenever an istio.stats config is built, HTTP or
+// network (istio_stats.cc Config::Config → recordVersion), and istio.stats
+// stays on the TCP chains in every mode, so leanmesh serves no unprefixed
+// copy (one would double sum(istio_build)), in text or protobuf, with or
+// without registries (Istio mode's scrape listener). Shadow's prefixed copy
+// stays, with the tag, for compare.
+func TestBuildGaugeOnlyUnderPrefix(t *testing.T) {
+	lean := NewRegistry(Options{IstioVersion: "1.31.1"})
+	shadow := NewRegistry(Options{IstioVersion: "1.30.2", NamePrefix: "leanmesh_shadow_"})
+	k := clientKey(200)
+	lean.RecordHTTP(0, &k, &HTTPObservation{})
+	shadow.RecordHTTP(0, &k, &HTTPObservation{})
+	for _, c := range []struct {
+		name       string
+		regs       []*Registry
+		shadowTag  string // "" = no leanmesh_shadow_istio_build
+		wantSeries bool
+	}{
+		{"Istio mode (no registry)", nil, "", false},
+		{"LeanMesh", []*Registry{lean}, "", true},
+		{"Shadow", []*Registry{shadow}, "1.30.2", false},
+		{"LeanMesh and Shadow configs in one proxy", []*Registry{lean, shadow}, "1.30.2", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for format, fams := range map[string]map[string]*dto.MetricFamily{
+				"text": parseExposition(t, AppendText(nil, c.regs...)), "protobuf": decodeProto(t, AppendProto(nil, c.regs...)),
+			} {
+				if f, ok := fams[BuildMetricName]; ok {
+					t.Errorf("%s: unprefixed istio_build served: %v", format, f)
+				}
+				if _, ok := fams["istio_requests_total"]; ok != c.wantSeries {
+					t.Errorf("%s: istio_requests_total present %v, want %v", format, ok, c.wantSeries)
+				}
+				if c.shadowTag == "" {
+					if f, ok := fams["leanmesh_shadow_istio_build"]; ok {
+						t.Errorf("%s: leanmesh_shadow_istio_build without a Shadow registry: %v", format, f)
+					}
+					continue
+				}
+				b := find(t, fams, "leanmesh_shadow_istio_build", map[string]string{"component": "proxy", "tag": c.shadowTag})
+				if b.GetGauge().GetValue() != 1 || len(fams["leanmesh_shadow_istio_build"].GetMetric()) != 1 {
+					t.Errorf("%s: leanmesh_shadow_istio_build = %v", format, fams["leanmesh_shadow_istio_build"])
+				}
+			}
+		})
 	}
 }
 
