@@ -327,7 +327,7 @@ func (l *Loop) Start(ctx context.Context) error {
 	defer stopALS()
 	go l.als.Run(alsCtx)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(lis) }()
+	go func() { serveErr <- srv.Serve(l.als.Listener(lis)) }()
 	defer srv.Stop() // ALS streams never end on their own: no GracefulStop
 	close(l.ready)
 

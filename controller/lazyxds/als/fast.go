@@ -24,6 +24,10 @@ import (
 // reused for the next message of the stream.
 type rawMessage struct{ b []byte }
 
+// retainedBufferBytes: Envoy flushes its access-log buffer at 16 KiB by
+// default, so a stream keeps a buffer of up to twice that between messages.
+const retainedBufferBytes = 32 << 10
+
 type fastCodec struct{ std encoding.CodecV2 }
 
 func (c fastCodec) Name() string { return protocodec.Name }
@@ -112,6 +116,11 @@ func (s *Server) streamRaw(stream grpc.ServerStream) error {
 				batch = append(batch, o)
 			}
 		})
+		if cap(m.b) > retainedBufferBytes {
+			// Idle streams keep a typical batch's buffer, not the largest
+			// message they were ever sent (64 streams × 256 KiB otherwise).
+			m.b = nil
+		}
 		if err != nil {
 			// A corrupt message cannot be trusted at all; Envoy never sends one.
 			s.dropped[ReasonMalformedMessage].Add(1)

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -352,3 +353,62 @@ func TestMutualTLS(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestConnectionLimit: past MaxConnections a connection is closed at
+// accept and counted; closing one admits the next. Idle connections cost
+// memory without opening a stream, so streams alone do not bound them.
+func TestConnectionLimit(t *testing.T) {
+	h := start(t, newGraph(), Options{MaxConnections: 3}, true)
+	closedByServer := func(c net.Conn) bool {
+		// An admitted connection gets the server's SETTINGS frame and then
+		// waits for our preface; a refused one is closed (EOF or reset).
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		buf := make([]byte, 512)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				var ne net.Error
+				return !(errors.As(err, &ne) && ne.Timeout())
+			}
+		}
+	}
+	var conns []net.Conn
+	for range 5 {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	var open, closed int
+	for _, c := range conns {
+		if closedByServer(c) {
+			closed++
+		} else {
+			open++
+		}
+	}
+	if open != 3 || closed != 2 || h.srv.Stats().Refused["connection_limit"] != 2 {
+		t.Fatalf("open %d closed %d refused %v; want 3, 2 and connection_limit=2", open, closed, h.srv.Stats().Refused)
+	}
+	// Freeing a slot admits a real egress stream again.
+	for _, c := range conns {
+		c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := send(context.Background(), dial(t, h.addr), []*accesslogdatav3.HTTPAccessLogEntry{
+			entry("10.0.0.1", "outbound|9080||reviews.bookinfo.svc.cluster.local", "reviews:9080")})
+		if err == nil {
+			if _, err = st.CloseAndRecv(); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream after the flood: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("MaxConnections=3: 5 connections → 3 held, 2 closed at accept (refused %v); a stream goes through once they close",
+		h.srv.Stats().Refused)
+}

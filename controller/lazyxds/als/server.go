@@ -71,11 +71,12 @@ const (
 	RefusedForbidden                      // authenticated, but not a lazy egress's identity
 	RefusedStreamLimit                    // MaxStreams streams already open
 	RefusedMessageTooLarge                // message over MaxMessageBytes (the stream is closed)
+	RefusedConnectionLimit                // MaxConnections connections already open (closed at accept)
 	numRefusals
 )
 
 var refusalNames = [numRefusals]string{
-	"no_client_certificate", "untrusted_certificate", "forbidden_identity", "stream_limit", "message_too_large",
+	"no_client_certificate", "untrusted_certificate", "forbidden_identity", "stream_limit", "message_too_large", "connection_limit",
 }
 
 func (r Refusal) String() string { return refusalNames[r] }
@@ -91,6 +92,11 @@ const (
 	// DefaultMaxStreams: Envoy opens one stream per worker thread per
 	// logger; two egress replicas of 16 workers use 32.
 	DefaultMaxStreams = 64
+	// DefaultMaxConnections: Envoy multiplexes a worker's streams on one
+	// connection, so the egress needs at most MaxStreams; the margin covers
+	// connections still in their TLS handshake. Each open connection holds
+	// ~100 KiB (gRPC's read and write buffers, TLS records, the window).
+	DefaultMaxConnections = 4 * DefaultMaxStreams
 	// DefaultInternerBytes bounds each stream's interner (~1,000 distinct
 	// names of a busy egress).
 	DefaultInternerBytes = 128 << 10
@@ -114,6 +120,8 @@ type Options struct {
 	MaxMessageBytes int
 	// MaxStreams bounds concurrent streams; default DefaultMaxStreams.
 	MaxStreams int
+	// MaxConnections bounds open connections (Listener); default 4 × MaxStreams.
+	MaxConnections int
 	// InternerBytes bounds each stream's interner; default DefaultInternerBytes.
 	InternerBytes int
 	// Authorize admits a stream's authenticated caller. Nil admits every
@@ -171,6 +179,9 @@ func NewServer(rec Recorder, opts Options) *Server {
 	}
 	if opts.MaxStreams <= 0 {
 		opts.MaxStreams = DefaultMaxStreams
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = 4 * opts.MaxStreams
 	}
 	if opts.InternerBytes <= 0 {
 		opts.InternerBytes = DefaultInternerBytes

@@ -121,7 +121,7 @@ func start(t testing.TB, rec Recorder, opts Options, fast bool) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go srv.Run(ctx)
-	go gs.Serve(lis)
+	go gs.Serve(srv.Listener(lis))
 	t.Cleanup(func() { cancel(); gs.Stop() })
 	return &harness{srv: srv, addr: lis.Addr().String(), cancel: cancel}
 }
