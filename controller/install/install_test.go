@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,6 +48,8 @@ type harness struct {
 	c   client.Client
 	ctx context.Context
 	rel release.Release
+	// stop ends the controller (the cluster keeps running).
+	stop func()
 }
 
 func startHarness(t *testing.T) *harness {
@@ -82,6 +85,8 @@ func runController(t *testing.T, env *cluster.Env) *harness {
 		LeaderElection:          true,
 		LeaderElectionID:        "leanmesh-controller.leanmesh.io",
 		LeaderElectionNamespace: controllerNS,
+		// A test that restarts the controller gets the lease at once.
+		LeaderElectionReleaseOnCancel: true,
 		// Several tests in this process each run a manager with the same
 		// controller name; the name check guards one binary's metrics only.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
@@ -99,15 +104,19 @@ func runController(t *testing.T, env *cluster.Env) *harness {
 	}
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("manager: %v", err)
+			}
+		})
+	}
 	// Registered after StartT's cleanup, so it runs first: stop the manager
 	// before the apiserver goes away.
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
-	return &harness{t: t, env: env, c: env.Client, ctx: ctx, rel: m.Default()}
+	t.Cleanup(stop)
+	return &harness{t: t, env: env, c: env.Client, ctx: context.Background(), rel: m.Default(), stop: stop}
 }
 
 // pod creates an injected pod; withLib adds the library label.
@@ -162,7 +171,15 @@ func (h *harness) ready(ns, name string, status metav1.ConditionStatus, reason s
 		}
 		c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady)
 		if c == nil || c.ObservedGeneration != p.Generation || c.Status != status || c.Reason != reason {
-			return fmt.Errorf("conditions %+v at generation %d", p.Status.Conditions, p.Generation)
+			var all v1alpha1.TelemetryPolicyList
+			_ = h.c.List(h.ctx, &all)
+			var others []string
+			for _, o := range all.Items {
+				if r := meta.FindStatusCondition(o.Status.Conditions, v1alpha1.ConditionReady); r != nil && (o.Namespace != ns || o.Name != name) {
+					others = append(others, fmt.Sprintf("%s/%s %s/%s: %s", o.Namespace, o.Name, r.Status, r.Reason, r.Message))
+				}
+			}
+			return fmt.Errorf("conditions %+v at generation %d (other policies: %v)", p.Status.Conditions, p.Generation, others)
 		}
 		return nil
 	})

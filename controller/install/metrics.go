@@ -12,6 +12,7 @@ type Metrics struct {
 	reconciles *prometheus.CounterVec
 	rendered   *prometheus.GaugeVec
 	missing    *prometheus.GaugeVec
+	rejected   *prometheus.GaugeVec
 }
 
 // NewMetrics registers the series on reg (nil: not registered, for tests).
@@ -29,9 +30,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "leanmesh_controller_pods_missing_library",
 			Help: "Selected injected pods without the leanmesh library label for the policy's Envoy version.",
 		}, []string{"namespace", "policy"}),
+		rejected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "leanmesh_controller_proxies_rejecting",
+			Help: "Pods a policy configures whose proxy NACKed its last listener update with an error mentioning leanmesh (istiod's /debug/syncz).",
+		}, []string{"namespace", "policy"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.reconciles, m.rendered, m.missing)
+		reg.MustRegister(m.reconciles, m.rendered, m.missing, m.rejected)
 	}
 	return m
 }
@@ -59,10 +64,17 @@ func (m *Metrics) setMissing(ns, name string, ws []v1alpha1.WorkloadRef) {
 	}
 }
 
+func (m *Metrics) setRejected(ns, name string, n int) {
+	if m != nil {
+		m.rejected.WithLabelValues(ns, name).Set(float64(n))
+	}
+}
+
 // forget drops a deleted policy's series.
 func (m *Metrics) forget(ns, name string) {
 	if m != nil {
 		m.rendered.DeleteLabelValues(ns, name)
 		m.missing.DeleteLabelValues(ns, name)
+		m.rejected.DeleteLabelValues(ns, name)
 	}
 }

@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,6 +41,13 @@ func TestScopePrecedenceOnIstiod(t *testing.T) {
 		}
 	}
 	sidecars := map[string]*cluster.Sidecar{}
+	// Every LDS push each sidecar receives is checked, not only the one a
+	// wait ends on: a listener with leanmesh twice, even for one push
+	// between two reconciles, double counts every request it serves.
+	var dupMu sync.Mutex
+	var dups []string
+	pushes, phase := 0, "start"
+	setPhase := func(t *testing.T) { dupMu.Lock(); phase = t.Name(); dupMu.Unlock() }
 	for i, w := range []struct{ ns, app string }{{"shop", "reviews"}, {"shop", "legacy"}, {"pay", "pay"}} {
 		wl, err := env.CreateWorkload(ctx, cluster.Workload{
 			Namespace: w.ns, Name: w.app, IP: fmt.Sprintf("10.244.1.%d", 10+i),
@@ -46,7 +57,26 @@ func TestScopePrecedenceOnIstiod(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sc, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, cluster.SidecarFor(wl))
+		opts := cluster.SidecarFor(wl)
+		app := w.app
+		opts.Review = func(ts cluster.TypeSnapshot) string {
+			if ts.TypeURL != cluster.TypeListener {
+				return ""
+			}
+			dupMu.Lock()
+			defer dupMu.Unlock()
+			pushes++
+			for _, l := range ts.Names() {
+				l, _ := ts.Resources[l].Msg.(*listenerv3.Listener)
+				for _, ch := range cluster.HTTPFilterChains(l) {
+					if n := count(ch.HTTPFilters, render.PluginHTTP); n > 1 {
+						dups = append(dups, fmt.Sprintf("%s: %s push %s: %s/%s has leanmesh %d times: %v", phase, app, ts.Version, l.GetName(), ch.ChainName, n, ch.HTTPFilters))
+					}
+				}
+			}
+			return ""
+		}
+		sc, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,17 +99,22 @@ func TestScopePrecedenceOnIstiod(t *testing.T) {
 		}
 		t.Logf("%-8s %-34s inbound %v", app, what, last)
 	}
+	// Every predicate also requires exactly one leanmesh filter: a stale
+	// placement copy left next to the policy's own object shows up as a
+	// second one (Envoy would run the filter twice, double counting).
+	once := func(in []string) bool { return count(in, render.PluginHTTP) == 1 }
 	leanmesh := func(in []string) bool {
-		return len(in) > 0 && in[0] == render.PluginHTTP && !slices.Contains(in, "istio.stats") && !slices.Contains(in, "istio.metadata_exchange")
+		return once(in) && in[0] == render.PluginHTTP && !slices.Contains(in, "istio.stats") && !slices.Contains(in, "istio.metadata_exchange")
 	}
 	istio := func(in []string) bool {
 		return len(in) > 0 && !slices.Contains(in, render.PluginHTTP) && slices.Contains(in, "istio.stats") && slices.Contains(in, "istio.metadata_exchange")
 	}
 	shadow := func(in []string) bool {
-		return len(in) > 1 && in[0] == render.PluginHTTP && in[1] == "istio.metadata_exchange" && slices.Contains(in, "istio.stats")
+		return once(in) && len(in) > 1 && in[0] == render.PluginHTTP && in[1] == "istio.metadata_exchange" && slices.Contains(in, "istio.stats")
 	}
 
 	t.Run("mesh-wide LeanMesh reaches every workload", func(t *testing.T) {
+		setPhase(t)
 		h.policy(rootNS, "mesh", v1alpha1.TelemetryPolicySpec{})
 		h.ready(rootNS, "mesh", metav1.ConditionTrue, v1alpha1.ReasonApplied)
 		for _, app := range []string{"reviews", "legacy", "pay"} {
@@ -88,6 +123,7 @@ func TestScopePrecedenceOnIstiod(t *testing.T) {
 	})
 
 	t.Run("a workload opted out with mode Istio", func(t *testing.T) {
+		setPhase(t)
 		time.Sleep(1100 * time.Millisecond) // creation timestamps have second granularity
 		h.policy("shop", "legacy", v1alpha1.TelemetryPolicySpec{Mode: v1alpha1.ModeIstio, Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "legacy"}}})
 		h.ready("shop", "legacy", metav1.ConditionTrue, v1alpha1.ReasonIstioTelemetry)
@@ -116,6 +152,7 @@ func TestScopePrecedenceOnIstiod(t *testing.T) {
 	})
 
 	t.Run("a namespace policy overrides the root one", func(t *testing.T) {
+		setPhase(t)
 		h.policy("pay", "ns", v1alpha1.TelemetryPolicySpec{Mode: v1alpha1.ModeShadow})
 		h.ready("pay", "ns", metav1.ConditionTrue, v1alpha1.ReasonApplied)
 		waitLDS("pay", "Shadow from the namespace policy", shadow)
@@ -124,12 +161,98 @@ func TestScopePrecedenceOnIstiod(t *testing.T) {
 	})
 
 	t.Run("removing the overrides hands the workloads back", func(t *testing.T) {
+		setPhase(t)
 		h.deletePolicy("pay", "ns")
 		h.deletePolicy("shop", "legacy")
 		for _, app := range []string{"reviews", "legacy", "pay"} {
 			waitLDS(app, "LeanMesh from the root policy again", leanmesh)
 		}
+		// Settle: a stale object deleted late would show up in a later push.
+		time.Sleep(2 * time.Second)
+		for _, app := range []string{"reviews", "legacy", "pay"} {
+			waitLDS(app, "LeanMesh once, settled", leanmesh)
+		}
 	})
+
+	// This cluster has no garbage collector (no kube-controller-manager), so
+	// what is deleted here is deleted by the controller itself: the owner
+	// references on the root policy's placement copies would only help
+	// where a garbage collector runs.
+	t.Run("policies deleted while the controller is down leave nothing behind", func(t *testing.T) {
+		setPhase(t)
+		h.policy("pay", "ns", v1alpha1.TelemetryPolicySpec{Mode: v1alpha1.ModeShadow})
+		h.ready("pay", "ns", metav1.ConditionTrue, v1alpha1.ReasonApplied)
+		waitLDS("pay", "Shadow from the namespace policy", shadow)
+		waitLDS("reviews", "still LeanMesh", leanmesh)
+		before := leanmeshEnvoyFilters(t, h)
+		t.Logf("before: %v", before)
+		if len(before) < 4 {
+			t.Fatalf("expected the root policy's placement copies and pay/ns's objects, got %v", before)
+		}
+		h.stop()
+		for _, k := range []client.ObjectKey{keyOf(rootNS, "mesh"), keyOf("pay", "ns")} {
+			p := &v1alpha1.TelemetryPolicy{}
+			p.Namespace, p.Name = k.Namespace, k.Name
+			if err := h.c.Delete(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if left := leanmeshEnvoyFilters(t, h); len(left) == 0 {
+			t.Fatal("objects vanished without a controller: the test would prove nothing")
+		}
+		start := time.Now()
+		runController(t, env)
+		h.eventually("no leanmesh EnvoyFilter or Telemetry left", func() error {
+			if left := leanmeshEnvoyFilters(t, h); len(left) > 0 {
+				return fmt.Errorf("left: %v", left)
+			}
+			return nil
+		})
+		t.Logf("restarted controller removed every orphan in %s", time.Since(start).Round(time.Millisecond))
+		for _, app := range []string{"reviews", "legacy", "pay"} {
+			waitLDS(app, "Istio's telemetry, no leanmesh", istio)
+		}
+	})
+
+	dupMu.Lock()
+	defer dupMu.Unlock()
+	t.Logf("%d LDS pushes checked for a duplicated leanmesh filter", pushes)
+	for _, d := range dups {
+		t.Error(d)
+	}
+}
+
+// leanmeshEnvoyFilters lists "ns/name" of every EnvoyFilter and Telemetry
+// labelled as leanmesh's, in every namespace.
+func leanmeshEnvoyFilters(t *testing.T, h *harness) []string {
+	t.Helper()
+	sel := client.MatchingLabels{v1alpha1.LabelManagedBy: v1alpha1.ManagedBy}
+	var out []string
+	var efs networkingv1alpha3.EnvoyFilterList
+	if err := h.c.List(context.Background(), &efs, sel); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range efs.Items {
+		out = append(out, o.Namespace+"/"+o.Name)
+	}
+	var tels telemetryv1.TelemetryList
+	if err := h.c.List(context.Background(), &tels, sel); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range tels.Items {
+		out = append(out, o.Namespace+"/"+o.Name+" (Telemetry)")
+	}
+	return out
+}
+
+func count(xs []string, x string) int {
+	n := 0
+	for _, v := range xs {
+		if v == x {
+			n++
+		}
+	}
+	return n
 }
 
 func keyOf(ns, name string) client.ObjectKey { return client.ObjectKey{Namespace: ns, Name: name} }

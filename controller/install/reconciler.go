@@ -76,6 +76,9 @@ type Reconciler struct {
 	Checks validation.Chain
 	// LibraryPaths: where the library install puts leanmesh.so (render.Input).
 	LibraryPaths []string
+	// Proxies is istiod's view of connected proxies (ACK/NACK, version);
+	// nil: ConfigAccepted is Unknown.
+	Proxies ProxyView
 }
 
 // Reconcile is level-triggered: every call gathers the policy's inputs once,
@@ -145,6 +148,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	configured, missing := splitByLibrary(in.objects(outcome.Governed), rel.Envoy)
 	st.governed(outcome)
 	st.missing(missing, rel)
+	r.acceptance(&p, st, configured)
 	r.Metrics.setMissing(p.Namespace, p.Name, missing)
 	if len(missing) > 0 && st.libraryChanged() {
 		r.Recorder.Eventf(&p, nil, corev1.EventTypeWarning, v1alpha1.ReasonLibraryMissing, "Select",
@@ -162,14 +166,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	}
 	objs := render.Place(out.Objects, placements)
 
-	// 4. Apply desired, delete stale.
+	// 4. Delete stale, then apply desired once no other policy's objects
+	// still select the pods (break before make: see handover.go).
+	if _, err := r.deleteStale(ctx, &p, objs); err != nil {
+		return ctrl.Result{}, err
+	}
+	if blocked, err := r.blockers(ctx, &p, configured); err != nil {
+		return ctrl.Result{}, err
+	} else if len(blocked) > 0 {
+		st.ready(metav1.ConditionFalse, v1alpha1.ReasonHandoverPending, fmt.Sprintf("waiting for another policy to release its pods (they run Istio's telemetry meanwhile): %s", joinMax(blocked, 3)))
+		return ctrl.Result{RequeueAfter: handoverWait}, nil
+	}
 	refs, err := r.apply(ctx, &p, objs)
 	if err != nil {
 		st.ready(metav1.ConditionFalse, v1alpha1.ReasonApplyFailed, err.Error())
 		r.Recorder.Eventf(&p, nil, corev1.EventTypeWarning, v1alpha1.ReasonApplyFailed, "Apply", "%v", err)
-		return ctrl.Result{}, err
-	}
-	if _, err := r.deleteStale(ctx, &p, objs); err != nil {
 		return ctrl.Result{}, err
 	}
 	st.s.RenderedObjects = refs

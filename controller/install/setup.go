@@ -17,8 +17,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
+	"github.com/leanmesh/leanmesh/controller/proxystatus"
 )
 
 // CacheOptions keeps the manager's cache small: only leanmesh's own
@@ -47,7 +49,18 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 			return err
 		}
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if poller, ok := r.Proxies.(*proxystatus.Poller); ok && poller != nil {
+		// A NACK or version change reconciles the policies in reach at
+		// once, so it is on the policy within one poll interval.
+		ch := make(chan event.GenericEvent, 1024)
+		poller.OnChange = proxyChanges(ch)
+		if err := mgr.Add(poller); err != nil {
+			return err
+		}
+		b = b.WatchesRawSource(source.Channel(ch, handler.EnqueueRequestsFromMapFunc(r.proxyEvents)))
+	}
+	return b.
 		Named("telemetrypolicy").
 		// Status writes do not requeue the policy: only spec and deletion do.
 		For(&v1alpha1.TelemetryPolicy{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, deletionPredicate()))).

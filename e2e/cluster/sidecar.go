@@ -10,7 +10,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -45,6 +47,11 @@ type SidecarOptions struct {
 	// mode does) instead of a sidecar: istiod then serves the Gateways and
 	// VirtualServices bound to it.
 	Router bool
+	// Review, when set, sees every response in order, before it is applied;
+	// a non-empty return NACKs it as Envoy does when a listener fails to
+	// load (ErrorDetail with the message, VersionInfo of the last accepted
+	// config) and the rejected config is not recorded.
+	Review func(TypeSnapshot) (nack string)
 }
 
 // SidecarFor returns options impersonating a workload's pod.
@@ -139,6 +146,7 @@ type Sidecar struct {
 	subs    map[string][]string // current explicit subscriptions (EDS, RDS)
 	err     error               // stream error, once the stream ended
 	changed chan struct{}       // closed and replaced on every update
+	nacks   int
 }
 
 // ConnectSidecar dials istiod's plaintext xDS address (Istiod.XDSAddr) and
@@ -191,6 +199,14 @@ func (s *Sidecar) run(stream discoveryv3.AggregatedDiscoveryService_StreamAggreg
 			return
 		}
 		ts := decodeResponse(resp)
+		if s.opts.Review != nil {
+			if msg := s.opts.Review(*ts); msg != "" {
+				if err := s.nack(stream, node, resp, msg); err != nil {
+					return
+				}
+				continue
+			}
+		}
 
 		s.mu.Lock()
 		if prev := s.state[resp.TypeUrl]; prev != nil {
@@ -224,6 +240,38 @@ func (s *Sidecar) run(stream discoveryv3.AggregatedDiscoveryService_StreamAggreg
 			}
 		}
 	}
+}
+
+// nack rejects resp as envoy's GrpcMuxImpl::onDiscoveryResponse does on a
+// config update failure: the last accepted version, the rejected nonce and
+// an INTERNAL error detail with the message.
+func (s *Sidecar) nack(stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient, node *corev3.Node, resp *discoveryv3.DiscoveryResponse, msg string) error {
+	s.mu.Lock()
+	req := &discoveryv3.DiscoveryRequest{
+		Node: node, TypeUrl: resp.TypeUrl, ResponseNonce: resp.Nonce, ResourceNames: s.subs[resp.TypeUrl],
+		ErrorDetail: &statuspb.Status{Code: int32(codes.Internal), Message: msg},
+	}
+	if prev := s.state[resp.TypeUrl]; prev != nil {
+		req.VersionInfo = prev.Version
+	}
+	s.nacks++
+	s.notifyLocked()
+	s.mu.Unlock()
+	if err := stream.Send(req); err != nil {
+		s.mu.Lock()
+		s.err = fmt.Errorf("ADS send: %w", err)
+		s.notifyLocked()
+		s.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// NACKs counts the responses Review rejected.
+func (s *Sidecar) NACKs() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nacks
 }
 
 // resubscribeLocked returns a request when the names for typ changed. It

@@ -59,9 +59,12 @@ const (
 	ReasonAllLabelled       ConditionReason = "AllLabelled"
 	ReasonProxyVersionMatch ConditionReason = "ProxyVersionMatch"
 	ReasonProxyVersionSkew  ConditionReason = "ProxyVersionSkew"
-	ReasonAccepted          ConditionReason = "Accepted"
-	ReasonRejected          ConditionReason = "Rejected"
-	ReasonUnknown           ConditionReason = "Unknown"
+	// ReasonHandoverPending: another policy's EnvoyFilters still select pods
+	// this policy now governs; it applies once they are gone (never both).
+	ReasonHandoverPending ConditionReason = "HandoverPending"
+	ReasonAccepted        ConditionReason = "Accepted"
+	ReasonRejected        ConditionReason = "Rejected"
+	ReasonUnknown         ConditionReason = "Unknown"
 )
 
 // Reasons of LazyXDS.

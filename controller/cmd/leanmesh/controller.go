@@ -21,6 +21,7 @@ import (
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/controller/install"
+	"github.com/leanmesh/leanmesh/controller/proxystatus"
 	"github.com/leanmesh/leanmesh/controller/release"
 	"github.com/leanmesh/leanmesh/controller/render"
 	"github.com/leanmesh/leanmesh/controller/workloadtable"
@@ -47,6 +48,11 @@ func runController(args []string) int {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	libraryPath := fs.String("library-path", envOr("LEANMESH_LIBRARY_PATH", render.DefaultLibraryPath),
 		"where the library install puts leanmesh.so (the chart's library.path); policies loading it from elsewhere are refused")
+	istiodDebug := fs.String("istiod-debug-url", "",
+		"comma-separated istiod debug bases (one per revision, e.g. http://istiod.istio-system.svc:15014) whose /debug/syncz reports each proxy's listener ACK/NACK and version; empty: ConfigAccepted stays Unknown")
+	istiodToken := fs.String("istiod-token-path", "",
+		"service-account token (audience istio-ca) sent to istiod's debug endpoint; istiod must allow this namespace (DEBUG_ENDPOINT_AUTH_ALLOWED_NAMESPACES)")
+	proxyPoll := fs.Duration("proxy-status-interval", 2*time.Second, "how often istiod's /debug/syncz is read")
 	shutdown := fs.Duration("graceful-shutdown-timeout", 30*time.Second, "how long in-flight reconciles may run after SIGTERM")
 	wtFlags := workloadTableFlagSet(fs)
 	lazyFlags := addLazyXDSFlags(fs)
@@ -118,6 +124,10 @@ func runController(args []string) int {
 		Matrix:        matrix,
 		Metrics:       install.NewMetrics(metrics.Registry),
 		LibraryPaths:  []string{*libraryPath},
+	}
+	if *istiodDebug != "" {
+		r.Proxies = &proxystatus.Poller{URLs: strings.Split(*istiodDebug, ","), TokenPath: *istiodToken,
+			Interval: *proxyPoll, Log: logger.WithName("proxystatus")}
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		setupLog.Error(err, "setting up the TelemetryPolicy controller")
