@@ -174,7 +174,14 @@ func Parse(r io.Reader, opts Options) (map[Series]*sample, error) {
 	out := map[Series]*sample{}
 	for name, f := range fams {
 		if opts.strip != "" {
-			name = strings.TrimPrefix(name, opts.strip)
+			// Shadow's side: only the prefixed families are this mode's.
+			// Unprefixed istio_* on a Shadow exposition are series an earlier
+			// LeanMesh mode of the same proxy recorded (kept, flat); summed
+			// in, they would fake a difference.
+			var ok bool
+			if name, ok = strings.CutPrefix(name, opts.strip); !ok {
+				continue
+			}
 		}
 		if !hasPrefix(name, prefixes) {
 			continue

@@ -177,6 +177,8 @@ istio_build{component="proxy",tag="1.31.1"} 1
 			"MATCH (LeanMesh mode): 1 series compared"}},
 		{"Shadow detected, prefix stripped", shadow, ModeAuto, true, ModeShadow, []string{
 			"istio-only by design in Shadow mode: istio_tcp_sent_bytes_total", "MATCH (Shadow mode): 2 series compared"}},
+		{"Shadow after LeanMesh: the earlier unprefixed series are not summed in", shadow + "# TYPE istio_requests_total counter\nistio_requests_total{reporter=\"source\",response_code=\"200\"} 7\n",
+			ModeAuto, true, ModeShadow, []string{"MATCH (Shadow mode): 2 series compared"}},
 		{"Shadow given, real difference", strings.Replace(shadow, "} 10", "} 9", 1), ModeShadow, false, ModeShadow, []string{
 			`differs istio_requests_total{reporter="source",response_code="200"} value: istio=10 leanmesh=9`}},
 		{"LeanMesh missing an owned series", "# TYPE leanmesh_series gauge\nleanmesh_series 0\n", ModeLeanMesh, false, ModeLeanMesh, []string{

@@ -67,6 +67,10 @@ type sidecar struct {
 	ip                    string
 	inbound, outbound, ex uint64
 	labels                string // the pod-labels file local_identity reads
+	// istioMX, when set, is Istio's own HTTP exchange running in the
+	// sidecar's chains beside leanmesh (Shadow mode); nil as in LeanMesh
+	// mode, where the controller removes it.
+	istioMX *istioMX
 }
 
 type pod struct {
@@ -154,6 +158,18 @@ func startSidecarWith(t testing.TB, p pod, workers int, extra map[string]interfa
 // on the exposition listener, answered by the filter's local reply.
 func (s *sidecar) scrape(t testing.TB) map[string]*dto.MetricFamily {
 	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	body := s.scrapeText(t)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("exposition does not parse: %v\n%s", err, body)
+	}
+	return fams
+}
+
+// scrapeText is the exposition's text as served.
+func (s *sidecar) scrapeText(t testing.TB) []byte {
+	t.Helper()
 	res, err := s.h.Run(&envoyhost.Request{Config: s.ex, NoResponse: true,
 		Headers: envoyhost.H(":method", "GET", ":path", "/stats/prometheus", ":authority", s.ip+":15095", ":scheme", "http")})
 	if err != nil {
@@ -165,12 +181,7 @@ func (s *sidecar) scrape(t testing.TB) map[string]*dto.MetricFamily {
 	if ct, _ := res.Downstream.Headers.Get("content-type"); ct != "" && ct != "text/plain; version=0.0.4; charset=utf-8" {
 		t.Errorf("content-type %q", ct)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(res.LocalReply.Body))
-	if err != nil {
-		t.Fatalf("exposition does not parse: %v\n%s", err, res.LocalReply.Body)
-	}
-	return fams
+	return []byte(res.LocalReply.Body)
 }
 
 func labelsOf(m *dto.Metric) map[string]string {

@@ -65,7 +65,10 @@ func TestPrometheusScrapesShippedConfig(t *testing.T) {
 	writeTargets(t, sdFile, pods)
 	shipped := jobWithFileSD(t, monitoring.Proxies.ScrapeConfig(), sdFile)
 	operator := jobWithFileSD(t, podMonitorScrapeConfig("leanmesh-system", "leanmesh-proxies"), sdFile)
-	srv := lmprom.StartT(t, lmprom.Options{ScrapeConfigs: []string{shipped, operator}})
+	// A 3s scrape interval (and timeout): at 1s a scrape through the C host
+	// timed out on a machine shared by many test runs (load ~26 on 2 cores),
+	// which this test would read as a target down.
+	srv := lmprom.StartT(t, lmprom.Options{ScrapeConfigs: []string{shipped, operator}, ScrapeInterval: 3 * time.Second})
 
 	// Exactly one target per pod with the library, for both configs.
 	for _, job := range []string{monitoring.Proxies.Job, "podMonitor/leanmesh-system/leanmesh-proxies/0"} {
@@ -89,6 +92,7 @@ func TestPrometheusScrapesShippedConfig(t *testing.T) {
 	// same in every mode, so the listener (and the target) never changes;
 	// the traffic filters come and go.
 	sent := 0.0
+	var leanEnd time.Time
 	for _, mode := range []v1alpha1.Mode{v1alpha1.ModeIstio, v1alpha1.ModeLeanMesh, v1alpha1.ModeShadow, v1alpha1.ModeIstio} {
 		cfgs := renderedConfigs(t, mode)
 		if string(cfgs.exposition) != string(exposition) {
@@ -99,6 +103,12 @@ func TestPrometheusScrapesShippedConfig(t *testing.T) {
 				s.inbound = loadConfig(t, s, cfgs.inbound)
 				s.outbound = loadConfig(t, s, cfgs.outbound)
 			}
+			// Istio's HTTP exchange runs beside leanmesh in Shadow mode only
+			// (LeanMesh mode removes it; leanmesh exchanges itself).
+			client.istioMX, server.istioMX = nil, nil
+			if mode == v1alpha1.ModeShadow {
+				client.istioMX, server.istioMX = newIstioMX(t, productpage, client.id), newIstioMX(t, reviews, server.id)
+			}
 			for i := 0; i < 5; i++ {
 				relay(t, client, server, reviewsExchange(fmt.Sprintf("/%s/%d", mode, i)))
 			}
@@ -108,6 +118,11 @@ func TestPrometheusScrapesShippedConfig(t *testing.T) {
 			srv.WaitScrapedT(t, monitoring.Proxies.Job, time.Now())
 			sent += checkIstioDashboards(t, srv, client, server)
 			sent += checkBytesAndMessages(t, srv, client, server)
+			sent += checkMalformedPeer(t, srv, server, pods[1].Name)
+			leanEnd = time.Now()
+		}
+		if mode == v1alpha1.ModeShadow {
+			sent += checkShadowCountsOnce(t, srv, client, server, leanEnd, 5)
 		}
 		targets := srv.WaitScrapedT(t, monitoring.Proxies.Job, time.Now()) // fails on a target down
 		if len(targets) != 2 {
