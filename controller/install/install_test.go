@@ -71,7 +71,7 @@ func startHarness(t *testing.T) *harness {
 
 // runController runs the reconciler in a manager on env, under the
 // generated RBAC, until the test ends.
-func runController(t *testing.T, env *cluster.Env) *harness {
+func runController(t *testing.T, env *cluster.Env, opts ...func(*Reconciler)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	// The manager runs as a service account holding only the generated
@@ -98,6 +98,9 @@ func runController(t *testing.T, env *cluster.Env) *harness {
 	r := &Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder("leanmesh"), RootNamespace: rootNS, Matrix: m, Metrics: NewMetrics(nil),
+	}
+	for _, o := range opts {
+		o(r)
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		t.Fatal(err)

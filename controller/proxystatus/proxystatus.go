@@ -24,7 +24,7 @@ const TypeListener = "type.googleapis.com/envoy.config.listener.v3.Listener"
 
 // Proxy is one connected proxy as istiod sees it.
 type Proxy struct {
-	// ID is the node id (sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local).
+	// ID is istiod's proxy id, "<pod>.<namespace>".
 	ID        string
 	Namespace string
 	Pod       string
@@ -62,6 +62,7 @@ func (p Proxy) ACKState() string {
 // SyncStatus that are read here.
 type syncStatus struct {
 	ProxyID       string `json:"proxy"`
+	ProxyType     string `json:"proxy_type"`
 	IstioVersion  string `json:"istio_version"`
 	ListenerSent  string `json:"listener_sent"`
 	ListenerAcked string `json:"listener_acked"`
@@ -81,7 +82,7 @@ func ParseSyncz(r io.Reader, istiod string) ([]Proxy, error) {
 	out := make([]Proxy, 0, len(in))
 	for _, s := range in {
 		ns, pod, ok := PodOf(s.ProxyID)
-		if !ok {
+		if !ok || (s.ProxyType != "" && s.ProxyType != "sidecar" && s.ProxyType != "router") {
 			continue // ztunnel, or a debug client without a pod
 		}
 		p := Proxy{ID: s.ProxyID, Namespace: ns, Pod: pod, IstioVersion: s.IstioVersion, Istiod: istiod,
@@ -97,18 +98,23 @@ func ParseSyncz(r io.Reader, istiod string) ([]Proxy, error) {
 // maxBody bounds a syncz read (about 1 KiB per proxy).
 const maxBody = 256 << 20
 
-// PodOf extracts the pod from a node id: <type>~<ip>~<pod>.<ns>~<domain>.
-// Namespaces cannot hold dots, so the last dot splits pod and namespace.
+// PodOf extracts the pod from a proxy id. istiod's syncz reports
+// model.Proxy.ID, the third field of the node id
+// (<type>~<ip>~<pod>.<ns>~<domain>), i.e. "<pod>.<ns>"; a full node id is
+// accepted too. Namespaces cannot hold dots, so the last dot splits them.
 func PodOf(id string) (ns, pod string, ok bool) {
-	parts := strings.Split(id, "~")
-	if len(parts) != 4 || (parts[0] != "sidecar" && parts[0] != "router") {
+	if strings.Contains(id, "~") {
+		parts := strings.Split(id, "~")
+		if len(parts) != 4 || (parts[0] != "sidecar" && parts[0] != "router") {
+			return "", "", false
+		}
+		id = parts[2]
+	}
+	i := strings.LastIndexByte(id, '.')
+	if i <= 0 || i == len(id)-1 {
 		return "", "", false
 	}
-	i := strings.LastIndexByte(parts[2], '.')
-	if i <= 0 || i == len(parts[2])-1 {
-		return "", "", false
-	}
-	return parts[2][i+1:], parts[2][:i], true
+	return id[i+1:], id[:i], true
 }
 
 // MentionsLeanmesh reports whether a NACK's message concerns leanmesh's

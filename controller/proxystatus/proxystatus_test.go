@@ -6,13 +6,15 @@ import (
 )
 
 // A /debug/syncz body as istiod's Syncz writes it (pilot/pkg/xds/debug.go
-// SyncStatus), one proxy NACKing LDS, one ACKed, one ztunnel.
+// SyncStatus; "proxy" is model.Proxy.ID, "<pod>.<ns>", as the real istiod
+// returned in TestNACKSurfacesOnIstiod), one proxy NACKing LDS, one ACKed,
+// one ztunnel.
 const syncz = `[
- {"cluster_id":"Kubernetes","proxy":"sidecar~10.244.1.10~pay-0.pay~pay.svc.cluster.local","proxy_type":"sidecar","istio_version":"1.32.0",
+ {"cluster_id":"Kubernetes","proxy":"pay-0.pay","proxy_type":"sidecar","istio_version":"1.32.0",
   "cluster_sent":"c1","cluster_acked":"c1","listener_sent":"l2","listener_acked":"l1",
   "resources":{"type.googleapis.com/envoy.config.listener.v3.Listener":{"sent":"l2","acked":"l1","sentTime":"2026-12-01T08:00:00Z","lastError":"Error adding/updating listener(s) virtualInbound: leanmesh: could not load /etc/leanmesh/leanmesh.so"}}},
- {"proxy":"sidecar~10.244.1.11~web.v1.shop~shop.svc.cluster.local","istio_version":"1.31.1","listener_sent":"a","listener_acked":"a"},
- {"proxy":"ztunnel~10.0.0.1~ztunnel-abc.istio-system~istio-system.svc.cluster.local","istio_version":"1.31.1"}
+ {"proxy":"web.v1.shop","proxy_type":"sidecar","istio_version":"1.31.1","listener_sent":"a","listener_acked":"a"},
+ {"proxy":"ztunnel-abc.istio-system","proxy_type":"ztunnel","istio_version":"1.31.1"}
 ]`
 
 func TestParseSyncz(t *testing.T) {
@@ -50,6 +52,7 @@ func TestPodOf(t *testing.T) {
 		{"router~10.0.0.1~gw-1.istio-system~istio-system.svc.cluster.local", "istio-system", "gw-1", true},
 		{"sidecar~10.0.0.1~nodot~x.svc.cluster.local", "", "", false},
 		{"istioctl-abc", "", "", false},
+		{"reviews-0.shop", "shop", "reviews-0", true},
 	} {
 		ns, pod, ok := PodOf(tc.id)
 		if ns != tc.ns || pod != tc.pod || ok != tc.ok {
