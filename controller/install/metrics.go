@@ -13,6 +13,7 @@ type Metrics struct {
 	rendered   *prometheus.GaugeVec
 	missing    *prometheus.GaugeVec
 	rejected   *prometheus.GaugeVec
+	skew       *prometheus.GaugeVec
 }
 
 // NewMetrics registers the series on reg (nil: not registered, for tests).
@@ -34,9 +35,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "leanmesh_controller_proxies_rejecting",
 			Help: "Pods a policy configures whose proxy NACKed its last listener update with an error mentioning leanmesh (istiod's /debug/syncz).",
 		}, []string{"namespace", "policy"}),
+		skew: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "leanmesh_controller_pods_proxy_version_skew",
+			Help: "Pods with the library label whose proxy reports an Istio version outside the policy's proxyVersion match (they keep Istio's telemetry).",
+		}, []string{"namespace", "policy"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.reconciles, m.rendered, m.missing, m.rejected)
+		reg.MustRegister(m.reconciles, m.rendered, m.missing, m.rejected, m.skew)
 	}
 	return m
 }
@@ -70,11 +75,18 @@ func (m *Metrics) setRejected(ns, name string, n int) {
 	}
 }
 
+func (m *Metrics) setSkew(ns, name string, n int) {
+	if m != nil {
+		m.skew.WithLabelValues(ns, name).Set(float64(n))
+	}
+}
+
 // forget drops a deleted policy's series.
 func (m *Metrics) forget(ns, name string) {
 	if m != nil {
 		m.rendered.DeleteLabelValues(ns, name)
 		m.missing.DeleteLabelValues(ns, name)
 		m.rejected.DeleteLabelValues(ns, name)
+		m.skew.DeleteLabelValues(ns, name)
 	}
 }

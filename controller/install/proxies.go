@@ -3,9 +3,11 @@ package install
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/controller/proxystatus"
+	"github.com/leanmesh/leanmesh/controller/release"
 )
 
 // ProxyView is istiod's view of connected proxies (proxystatus.Poller).
@@ -106,4 +109,80 @@ func (r *Reconciler) acceptance(p *v1alpha1.TelemetryPolicy, st *statusUpdate, c
 	if cur := meta.FindStatusCondition(st.s.Conditions, v1alpha1.ConditionConfigAccepted); old == nil || old.Status != metav1.ConditionFalse || old.Message != cur.Message {
 		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, v1alpha1.ReasonRejected, "ProxyStatus", "%s", truncate(msg, 1024))
 	}
+}
+
+// versions sets ProxyVersionMatch and status.proxyVersionSkew from the
+// Istio version each configured pod's proxy reports to istiod. The
+// EnvoyFilters that insert leanmesh and those patches that remove Istio's
+// stats carry the same proxyVersion match, so a pod outside it keeps
+// Istio's telemetry (no blackout), but it is not on leanmesh: reported.
+func (r *Reconciler) versions(p *v1alpha1.TelemetryPolicy, st *statusUpdate, configured []metav1.PartialObjectMetadata, proxyVersion string) {
+	set := func(status metav1.ConditionStatus, reason, msg string) {
+		v1alpha1.SetCondition(&st.s.Conditions, p.Generation, v1alpha1.ConditionProxyVersionMatch, status, reason, msg)
+	}
+	if r.Proxies == nil {
+		st.s.ProxyVersionSkew = nil
+		set(metav1.ConditionUnknown, v1alpha1.ReasonUnknown, "istiod's proxy status is not read (controller flag --istiod-debug-url unset)")
+		return
+	}
+	if known, _ := r.Proxies.Known(); !known {
+		set(metav1.ConditionUnknown, v1alpha1.ReasonUnknown, "istiod's proxy status not read yet")
+		return
+	}
+	re, err := regexp.Compile(proxyVersion)
+	if err != nil { // validated before render; keep the last status
+		return
+	}
+	type key struct{ ns, name, ver string }
+	counts := map[key]int32{}
+	for _, pod := range configured {
+		px, ok := r.Proxies.Lookup(pod.Namespace, pod.Name)
+		if !ok || re.MatchString(px.IstioVersion) {
+			continue
+		}
+		counts[key{pod.Namespace, workloadName(pod.Name, pod.Labels), px.IstioVersion}]++
+	}
+	var skew []v1alpha1.WorkloadRef
+	for k, n := range counts {
+		skew = append(skew, v1alpha1.WorkloadRef{Namespace: k.ns, Name: k.name, Pods: n, ProxyVersion: k.ver})
+	}
+	sort.Slice(skew, func(i, j int) bool {
+		a, b := skew[i], skew[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		return a.ProxyVersion < b.ProxyVersion
+	})
+	if len(skew) > maxReportedWorkloads {
+		skew = skew[:maxReportedWorkloads]
+	}
+	changed := !equality.Semantic.DeepEqual(skew, st.old.ProxyVersionSkew)
+	st.s.ProxyVersionSkew = skew
+	r.Metrics.setSkew(p.Namespace, p.Name, countPods(skew))
+	if len(skew) == 0 {
+		set(metav1.ConditionTrue, v1alpha1.ReasonProxyVersionMatch, fmt.Sprintf("every configured proxy connected to istiod reports an Istio version matching %s", proxyVersion))
+		return
+	}
+	ws := make([]string, len(skew))
+	for i, w := range skew {
+		ws[i] = fmt.Sprintf("%s/%s (Istio %s)", w.Namespace, w.Name, w.ProxyVersion)
+	}
+	msg := fmt.Sprintf("%d pod(s) carry the library label but their proxy's Istio version is outside %s: leanmesh's filter does not apply to them and they keep Istio's own telemetry; label them with the library for their Envoy and set spec.istioRelease: %s",
+		countPods(skew), proxyVersion, joinMax(ws, 5))
+	set(metav1.ConditionFalse, v1alpha1.ReasonProxyVersionSkew, msg)
+	if changed {
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, v1alpha1.ReasonProxyVersionSkew, "ProxyStatus", "%s", truncate(msg, 1024))
+	}
+}
+
+// proxyVersionOf is the proxyVersion match the rendered patches carry
+// (render: spec.proxyVersion, else the release's minor).
+func proxyVersionOf(spec v1alpha1.TelemetryPolicySpec, rel release.Release) string {
+	if spec.ProxyVersion != "" {
+		return spec.ProxyVersion
+	}
+	return rel.ProxyVersionRegex()
 }

@@ -149,6 +149,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	st.governed(outcome)
 	st.missing(missing, rel)
 	r.acceptance(&p, st, configured)
+	r.versions(&p, st, configured, proxyVersionOf(in.check.Spec, rel))
 	r.Metrics.setMissing(p.Namespace, p.Name, missing)
 	if len(missing) > 0 && st.libraryChanged() {
 		r.Recorder.Eventf(&p, nil, corev1.EventTypeWarning, v1alpha1.ReasonLibraryMissing, "Select",
