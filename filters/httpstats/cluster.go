@@ -13,6 +13,7 @@ import (
 // clusterInfo is what the filter needs from an upstream cluster, decoded once
 // per cluster name and worker from `xds.cluster_metadata`.
 type clusterInfo struct {
+	name      string             // the cluster's name, owned
 	service   *telemetry.Service // from filter_metadata.istio.services[0]; nil if none
 	inMesh    bool               // an Istio outbound cluster of a mesh service
 	disableMX bool               // istio.disable_mx, or marked external
@@ -24,7 +25,7 @@ type clusterInfo struct {
 
 // decodeClusterInfo parses a serialized envoy.config.core.v3.Metadata.
 func decodeClusterInfo(name string, raw []byte) *clusterInfo {
-	ci := &clusterInfo{}
+	ci := &clusterInfo{name: name}
 	var md corev3.Metadata
 	if len(raw) > 0 && proto.Unmarshal(raw, &md) == nil {
 		istio := md.GetFilterMetadata()["istio"]
@@ -54,12 +55,21 @@ func truthy(v *structpb.Value) bool {
 
 // isSpecialCluster: never in mesh, never gets MX headers.
 func isSpecialCluster(name string) bool {
-	switch name {
-	case "PassthroughCluster", "BlackHoleCluster", "InboundPassthroughCluster",
-		"InboundPassthroughClusterIpv4", "InboundPassthroughClusterIpv6":
-		return true
+	_, ok := specialCluster(name)
+	return ok
+}
+
+// specialCluster returns Istio's name for a special cluster as a constant,
+// so a borrowed name need not be copied (istio_stats.cc populatePeerInfo
+// lists the same five).
+func specialCluster(name string) (string, bool) {
+	for _, s := range [...]string{"PassthroughCluster", "BlackHoleCluster", "InboundPassthroughCluster",
+		"InboundPassthroughClusterIpv4", "InboundPassthroughClusterIpv6"} {
+		if name == s {
+			return s, true
+		}
 	}
-	return false
+	return "", false
 }
 
 // workloadFromHostMetadata extracts filter_metadata.istio.workload from a

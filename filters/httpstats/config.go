@@ -204,17 +204,20 @@ func (w *workerState) peerDims(reg *telemetry.Registry, wl *peer.Workload, capac
 
 const maxClusters = 4096
 
-// cluster returns the worker's cached view of cluster name's metadata.
+// cluster returns the worker's cached view of cluster name's metadata. name
+// may be borrowed (Reader): it is copied before the metadata read, which
+// reuses Envoy's scratch string.
 func (w *workerState) cluster(cb api.StreamFilterCallbacks, name string) *clusterInfo {
 	if ci, ok := w.clusters[name]; ok {
 		return ci
 	}
+	name = strings.Clone(name)
 	raw, _ := cb.GetProperty("xds.cluster_metadata")
 	ci := decodeClusterInfo(name, []byte(raw))
 	if w.clusters == nil || len(w.clusters) >= maxClusters {
 		w.clusters = map[string]*clusterInfo{}
 	}
-	w.clusters[strings.Clone(name)] = ci
+	w.clusters[name] = ci
 	return ci
 }
 

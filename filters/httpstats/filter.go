@@ -1,7 +1,7 @@
 package httpstats
 
 import (
-	"strings"
+	"strconv"
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 
@@ -50,6 +50,10 @@ type filter struct {
 	// response.total_size without two property reads (see totalSizes).
 	sawHeaders        bool
 	reqBody, respBody uint64
+	// outbound: the :status of the response headers leanmesh encoded (see
+	// EncodeHeaders), when it read them anyway.
+	respCode    uint32
+	hasRespCode bool
 }
 
 func (f *filter) worker() *workerState {
@@ -60,14 +64,17 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status a
 	defer panicsafe.Recover("DecodeHeaders", &status, api.Continue, nil)
 	f.sawHeaders = true
 	f.local = f.cfg.localIdentity(f.cb)
-	f.isGRPC = strings.HasPrefix(h.GetRaw("content-type"), "application/grpc")
+	// One copy of the request headers answers every read below (before the
+	// filter changes the map, as Reads.Headers requires).
+	hs := readHeaders(h)
+	f.isGRPC = isGRPCRequest(&hs)
 	mode := f.cfg.c.MetadataExchange.Mode
 	if mode == pluginconfig.MXOff {
 		return api.Continue
 	}
 	switch f.cfg.c.Direction {
 	case pluginconfig.Inbound:
-		id, value := h.GetRaw(HeaderMXID), h.GetRaw(HeaderMX)
+		id, value := hs.get(HeaderMXID), hs.get(HeaderMX)
 		if value != "" || id != "" {
 			f.requestMXID, f.requestMXValue = id != "", value != ""
 			f.peer = f.lookupPeer(id, value)
@@ -84,7 +91,7 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status a
 		if f.sendMX() && f.local.mx != nil {
 			Headers.Set(h, HeaderMX, f.local.mx.HeaderValue)
 			Headers.Set(h, HeaderMXID, f.local.mx.ID)
-		} else if h.GetRaw(HeaderMX) != "" || h.GetRaw(HeaderMXID) != "" {
+		} else if hs.get(HeaderMX) != "" || hs.get(HeaderMXID) != "" {
 			// Never forward an app's (or an external client's) MX headers
 			// toward a non-mesh destination.
 			Headers.Del(h, HeaderMX)
@@ -98,20 +105,31 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status a
 // with it the upstream cluster) is resolved by the connection manager before
 // decoder filters run, so the cluster is known here.
 func (f *filter) sendMX() bool {
-	name, ok := f.cb.StreamInfo().UpstreamClusterName()
-	f.clusterName = name
-	if !ok || name == "" || isSpecialCluster(name) {
-		return false
+	name, ci := f.upstreamCluster(f.worker())
+	f.clusterName, f.cluster = name, ci
+	if ci == nil {
+		return false // no cluster, or a special one: never in mesh
 	}
-	w := f.worker()
-	w.mu.Lock()
-	ci := w.cluster(f.cb, name)
-	w.mu.Unlock()
-	f.cluster = ci
 	if f.cfg.c.MetadataExchange.SendTo == pluginconfig.SendAll {
 		return !ci.disableMX
 	}
 	return ci.inMesh
+}
+
+// upstreamCluster returns the stream's upstream cluster name, owned, and the
+// worker's cached view of its metadata (nil for none or a special cluster).
+func (f *filter) upstreamCluster(w *workerState) (string, *clusterInfo) {
+	name, ok := Reads.ClusterName(f.cb) // borrowed: resolved to an owned name below
+	if !ok || name == "" {
+		return "", nil
+	}
+	if s, special := specialCluster(name); special {
+		return s, nil
+	}
+	w.mu.Lock()
+	ci := w.cluster(f.cb, name)
+	w.mu.Unlock()
+	return ci.name, ci
 }
 
 func (f *filter) lookupPeer(id, value string) *telemetry.Peer {
@@ -134,7 +152,7 @@ func (f *filter) DecodeData(b api.BufferInstance, endStream bool) (status api.St
 	defer panicsafe.Recover("DecodeData", &status, api.Continue, nil)
 	f.reqBody += uint64(b.Len()) // the SDK's Len is not a C call
 	if f.isGRPC && f.cfg.c.GRPCMessageCounts {
-		f.reqFrames.feed(b.Bytes())
+		f.reqFrames.feed(Reads.Bytes(b))
 	}
 	return api.Continue
 }
@@ -156,7 +174,22 @@ func (f *filter) EncodeHeaders(h api.ResponseHeaderMap, endStream bool) (status 
 			}
 		}
 	default:
-		id, value := h.GetRaw(HeaderMXID), h.GetRaw(HeaderMX)
+		hs := readHeaders(h)
+		// In exchange mode (LeanMesh) leanmesh is the first HTTP filter
+		// (INSERT_FIRST, controller/render), so the last encoder: the headers
+		// it sees are those the connection manager then encodes and takes
+		// the response code from (ActiveStream::encodeHeaders -> chargeStats
+		// -> StreamInfo::setResponseCode), and :status is StreamInfo's code
+		// without a read at log time. Only from a copy that was made anyway;
+		// observe mode (Shadow) sits before the router and reads StreamInfo.
+		if hs.copied && mode == pluginconfig.MXExchange {
+			if v, ok := headerValue(hs.kv, ":status"); ok {
+				if c, err := strconv.ParseUint(v, 10, 32); err == nil && c >= 100 && c <= 999 {
+					f.respCode, f.hasRespCode = uint32(c), true
+				}
+			}
+		}
+		id, value := hs.get(HeaderMXID), hs.get(HeaderMX)
 		if value != "" || id != "" {
 			f.peer = f.lookupPeer(id, value)
 			if mode == pluginconfig.MXExchange {
@@ -173,7 +206,7 @@ func (f *filter) EncodeData(b api.BufferInstance, endStream bool) (status api.St
 	defer panicsafe.Recover("EncodeData", &status, api.Continue, nil)
 	f.respBody += uint64(b.Len())
 	if f.isGRPC && f.cfg.c.GRPCMessageCounts {
-		f.respFrames.feed(b.Bytes())
+		f.respFrames.feed(Reads.Bytes(b))
 	}
 	return api.Continue
 }

@@ -328,7 +328,7 @@ func TestGRPCMessagesAndStatus(t *testing.T) {
 	cfg := newConfig(t, `{"direction":"outbound"}`)
 	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, "")
 	f := Factory(cfg, s)
-	req := newHeaders("content-type", "application/grpc+proto", ":authority", "reviews:9080")
+	req := newHeaders(":path", "/reviews.Reviews/Get", "content-type", "application/grpc+proto", ":authority", "reviews:9080")
 	f.DecodeHeaders(req, false)
 	// Two messages in one chunk, a third split across chunks.
 	f.DecodeData(buf(frame(3), frame(0), frame(10)[:7]), false)

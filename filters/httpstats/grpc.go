@@ -1,22 +1,31 @@
 package httpstats
 
-import "github.com/envoyproxy/envoy/contrib/golang/common/go/api"
+import (
+	"strings"
+
+	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
+)
 
 // grpcStatus is Envoy's Grpc::Common::getGrpcStatus(trailers, headers, info)
 // as Istio's stats filter uses it: grpc-status from the trailers, else from
 // the headers (a trailers-only response), else inferred from the HTTP status
-// (Grpc::Utility::httpToGrpcStatus), else none. Trailers are read with Get:
-// the SDK's GetRaw on a trailer map reads the header map of the same phase
-// (Filter::getHeader uses state.headers), so it would miss.
+// (Grpc::Utility::httpToGrpcStatus), else none. Trailers are copied (one
+// C call, Reads.Headers, else the SDK's Get): a GetRaw on a trailer map reads
+// the header map of the same phase (Filter::getHeader uses state.headers),
+// so it would miss.
 func grpcStatus(tr api.ResponseTrailerMap, h api.ResponseHeaderMap, code uint32, hasCode bool) string {
 	if tr != nil {
-		if s, ok := tr.Get("grpc-status"); ok && s != "" {
+		if kv, ok := Reads.Headers(tr); ok {
+			if s, _ := headerValue(kv, "grpc-status"); s != "" {
+				return ownedStatus(s)
+			}
+		} else if s, ok := tr.Get("grpc-status"); ok && s != "" {
 			return s
 		}
 	}
 	if h != nil {
-		if s := h.GetRaw("grpc-status"); s != "" {
-			return s
+		if s := Reads.Header(h, "grpc-status"); s != "" {
+			return ownedStatus(s)
 		}
 	}
 	if !hasCode {
@@ -73,4 +82,17 @@ func (g *grpcFrames) feed(b []byte) {
 			g.hdrFill = 0
 		}
 	}
+}
+
+// grpcCodes are the canonical status codes' strings, so that a borrowed
+// answer (Reader) becomes an owned label value without a copy.
+var grpcCodes = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16"}
+
+func ownedStatus(s string) string {
+	for _, c := range grpcCodes {
+		if s == c {
+			return c
+		}
+	}
+	return strings.Clone(s)
 }

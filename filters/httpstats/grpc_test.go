@@ -90,3 +90,33 @@ func TestGRPCStatusFallback(t *testing.T) {
 		}
 	}
 }
+
+// TestIsGRPCRequest: Envoy's Grpc::Common::isGrpcRequestHeaders
+// (source/common/grpc/common.cc), which Istio's stats filter uses for
+// request_protocol: a :path and content-type "application/grpc" or
+// "application/grpc+...". gRPC-Web is not gRPC.
+func TestIsGRPCRequest(t *testing.T) {
+	for _, tc := range []struct {
+		kv   []string
+		want bool
+	}{
+		{[]string{":path", "/s/M", "content-type", "application/grpc"}, true},
+		{[]string{":path", "/s/M", "content-type", "application/grpc+proto"}, true},
+		{[]string{":path", "/s/M", "content-type", "application/grpc-web"}, false},
+		{[]string{":path", "/s/M", "content-type", "application/grpc-web+proto"}, false},
+		{[]string{":path", "/s/M", "content-type", "application/grpcx"}, false},
+		{[]string{":path", "/s/M", "content-type", "application/json"}, false},
+		{[]string{":path", "/s/M"}, false},
+		{[]string{"content-type", "application/grpc"}, false}, // CONNECT: no :path
+	} {
+		for _, copied := range []bool{false, true} {
+			r := headerReader{h: newHeaders(tc.kv...)}
+			if copied {
+				r.kv, r.copied = tc.kv, true
+			}
+			if got := isGRPCRequest(&r); got != tc.want {
+				t.Errorf("%v (copied %v): %v, want %v", tc.kv, copied, got, tc.want)
+			}
+		}
+	}
+}

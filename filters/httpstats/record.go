@@ -21,7 +21,10 @@ func (f *filter) record(reqHdr api.RequestHeaderMap, respHdr api.ResponseHeaderM
 		f.local = f.cfg.localIdentity(f.cb)
 	}
 	k := telemetry.Key{Reporter: c.Reporter, Local: f.local.peer, Peer: f.peer, ResponseFlags: "-"}
-	code, hasCode := info.ResponseCode()
+	code, hasCode := f.respCode, f.hasRespCode // outbound: from the encoded :status
+	if !hasCode {
+		code, hasCode = Reads.ResponseCode(f.cb)
+	}
 	if hasCode {
 		k.ResponseCode = uint16(code)
 	}
@@ -32,26 +35,25 @@ func (f *filter) record(reqHdr api.RequestHeaderMap, respHdr api.ResponseHeaderM
 
 	// Each StreamInfo/property read is a C call: read only what the label
 	// rules need. The outbound decode path already resolved the cluster.
-	clusterName := f.clusterName
+	// Reads' strings are borrowed until the next string read on the request
+	// (see Reader): each is used up before the next, and the principals,
+	// which go into the key, are read last.
+	clusterName, ci := f.clusterName, f.cluster
 	if clusterName == "" {
-		clusterName, _ = info.UpstreamClusterName()
+		clusterName, ci = f.upstreamCluster(w)
 	}
 	routeName := ""
 	if clusterName == "" {
 		// block_all has a direct response and no cluster.
 		routeName = info.GetRouteName()
 	}
-	ci := f.cluster
-	w.mu.Lock()
-	if ci == nil && clusterName != "" && !isSpecialCluster(clusterName) {
-		ci = w.cluster(f.cb, clusterName)
-	}
-	if raw, err := f.cb.GetProperty("response.flags"); err == nil {
+	if raw, err := Reads.Property(f.cb, "response.flags"); err == nil {
 		if mask, err := strconv.ParseUint(raw, 10, 64); err == nil {
+			w.mu.Lock()
 			k.ResponseFlags = w.flags.shortFlags(mask)
+			w.mu.Unlock()
 		}
 	}
-	w.mu.Unlock()
 	var meta *telemetry.Service
 	if ci != nil {
 		meta = ci.service
@@ -60,32 +62,30 @@ func (f *filter) record(reqHdr api.RequestHeaderMap, respHdr api.ResponseHeaderM
 	if !c.DisableHostHeaderFallback && reqHdr != nil && (meta == nil || meta.Host == "" || isSpecialCluster(clusterName)) {
 		// Cluster metadata's host wins over the Host header: read it only
 		// when it can matter.
-		host = reqHdr.GetRaw(":authority")
+		host = Reads.Header(reqHdr, ":authority")
 	}
 	k.Service = telemetry.ResolveService(host, c.DisableHostHeaderFallback, routeName, clusterName, meta)
-
-	if c.Reporter == telemetry.ReporterDestination {
-		k.PeerPrincipal, _ = f.cb.GetProperty("connection.uri_san_peer_certificate")
-		k.LocalPrincipal = f.localSAN(w, ci, k.PeerPrincipal, "connection.uri_san_local_certificate")
-	} else {
-		k.PeerPrincipal, _ = f.cb.GetProperty("upstream.uri_san_peer_certificate")
-		k.LocalPrincipal = f.localSAN(w, ci, k.PeerPrincipal, "upstream.uri_san_local_certificate")
-		if k.Peer == nil {
-			k.Peer = f.endpointPeer(w)
-		}
+	if c.Reporter != telemetry.ReporterDestination && k.Peer == nil {
+		k.Peer = f.endpointPeer(w)
 	}
 	if len(c.Dimensions) > 0 {
 		k.Extra = f.dimensions(reqHdr)
 	}
 
 	var obs telemetry.HTTPObservation
-	if d, err := f.cb.GetProperty("request.duration"); err == nil {
+	if d, err := Reads.Property(f.cb, "request.duration"); err == nil {
 		if dur, err := time.ParseDuration(d); err == nil {
 			obs.DurationMs, obs.HasDuration = uint64(dur/time.Millisecond), true
 		}
 	}
 	obs.RequestBytes, obs.ResponseBytes, obs.HasBytes = f.totalSizes(reqHdr, respHdr, respTrailer)
 	obs.RequestMessages, obs.ResponseMessages = f.reqFrames.count, f.respFrames.count
+
+	if c.Reporter == telemetry.ReporterDestination {
+		k.PeerPrincipal, k.LocalPrincipal = f.principals(w, ci, "connection.uri_san_peer_certificate", "connection.uri_san_local_certificate")
+	} else {
+		k.PeerPrincipal, k.LocalPrincipal = f.principals(w, ci, "upstream.uri_san_peer_certificate", "upstream.uri_san_local_certificate")
+	}
 	f.cfg.registry.RecordHTTP(workerID, &k, &obs)
 }
 
@@ -122,7 +122,7 @@ func (f *filter) dimensions(reqHdr api.RequestHeaderMap) string {
 				vals[i] = reqHdr.GetRaw(a.Value)
 			}
 		case pluginconfig.Property:
-			vals[i], _ = f.cb.GetProperty(a.Value)
+			vals[i], _ = f.cb.GetProperty(a.Value) // the SDK's copy: several are kept
 		}
 	}
 	return telemetry.JoinExtra(vals)
@@ -168,29 +168,33 @@ func headerBytes(h api.HeaderMap) (uint64, bool) {
 	return Headers.ByteSize(h)
 }
 
-// localSAN returns the local certificate's URI SAN. With a peer SAN present
-// the connection is TLS with the certificate the cluster's (outbound) or the
-// inbound port's transport socket holds, the same for every request on that
-// cluster: it is read once per cluster and worker, with the cluster
-// metadata's lifetime (docs/cluster-metadata.md). Without a peer SAN, or
-// without a cluster, it is read per request.
-func (f *filter) localSAN(w *workerState, ci *clusterInfo, peerSAN, property string) string {
-	if peerSAN == "" || ci == nil {
-		s, _ := f.cb.GetProperty(property)
-		return s
+// principals returns the peer's and the local certificate's URI SANs. With a
+// peer SAN present the connection is TLS with the certificate the cluster's
+// (outbound) or the inbound port's transport socket holds, the same for every
+// request on that cluster: the local SAN is read once per cluster and worker,
+// with the cluster metadata's lifetime (docs/cluster-metadata.md). Without a
+// peer SAN, or without a cluster, it is read per request. The peer SAN is
+// borrowed (Reader) and copied only when a local SAN read follows it.
+func (f *filter) principals(w *workerState, ci *clusterInfo, peerProp, localProp string) (peerSAN, localSAN string) {
+	peerSAN, _ = Reads.Property(f.cb, peerProp)
+	if peerSAN != "" && ci != nil {
+		w.mu.Lock()
+		s, ok := ci.localSAN, ci.hasLocalSAN
+		w.mu.Unlock()
+		if ok {
+			return peerSAN, s
+		}
 	}
-	w.mu.Lock()
-	s, ok := ci.localSAN, ci.hasLocalSAN
-	w.mu.Unlock()
-	if ok {
-		return s
-	}
-	s, err := f.cb.GetProperty(property)
+	peerSAN = strings.Clone(peerSAN) // the next read reuses Envoy's scratch string
+	s, err := Reads.Property(f.cb, localProp)
 	if err != nil || s == "" {
-		return s // not cached: a missing SAN may be a transient state
+		return peerSAN, "" // not cached: a missing SAN may be a transient state
 	}
-	w.mu.Lock()
-	ci.localSAN, ci.hasLocalSAN = strings.Clone(s), true
-	w.mu.Unlock()
-	return s
+	s = strings.Clone(s)
+	if peerSAN != "" && ci != nil {
+		w.mu.Lock()
+		ci.localSAN, ci.hasLocalSAN = s, true
+		w.mu.Unlock()
+	}
+	return peerSAN, s
 }

@@ -31,10 +31,14 @@ type directHeaders struct{}
 
 // layout is what checkLayout learned about a map type.
 type layout struct {
-	ok          bool    // a headerMapImpl at offset 0 with state first
-	writable    bool    // a header (not trailer) map: Set/Del may use the state
-	bytesOffset uintptr // offset of headerMapImpl.headerBytes (uint64)
+	ok           bool    // a headerMapImpl at offset 0 with state first
+	writable     bool    // a header (not trailer) map: Set/Del may use the state
+	bytesOffset  uintptr // offset of headerMapImpl.headerBytes (uint64)
+	numOffset    uintptr // offset of headerMapImpl.headerNum (uint64)
+	cStateOffset uintptr // offset of processState.processState (*C.processState) in *state
 }
+
+const sdkPkg = "github.com/envoyproxy/envoy/contrib/golang/filters/http/source/go/pkg/http"
 
 var layouts sync.Map // reflect.Type -> layout
 
@@ -64,8 +68,7 @@ func stateOf(h api.HeaderMap) (unsafe.Pointer, bool) {
 }
 
 func checkLayout(t reflect.Type) layout {
-	const pkg = "github.com/envoyproxy/envoy/contrib/golang/filters/http/source/go/pkg/http"
-	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct || t.Elem().PkgPath() != pkg {
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct || t.Elem().PkgPath() != sdkPkg {
 		return layout{}
 	}
 	var l layout
@@ -91,6 +94,15 @@ func checkLayout(t reflect.Type) layout {
 	l.ok = true
 	if f, found := s.FieldByName("headerBytes"); found && f.Type.Kind() == reflect.Uint64 && len(f.Index) == 1 {
 		l.bytesOffset = f.Offset
+	}
+	if f, found := s.FieldByName("headerNum"); found && f.Type.Kind() == reflect.Uint64 && len(f.Index) == 1 {
+		l.numOffset = f.Offset
+	}
+	// state is *processState{request *httpRequest; processState *C.processState}.
+	if st := s.Field(0).Type.Elem(); st.Kind() == reflect.Struct && st.Name() == "processState" && st.PkgPath() == sdkPkg {
+		if f, found := st.FieldByName("processState"); found && f.Type.Kind() == reflect.Pointer && len(f.Index) == 1 && f.Offset != 0 {
+			l.cStateOffset = f.Offset
+		}
 	}
 	return l
 }
@@ -130,8 +142,12 @@ func (directHeaders) Del(h api.HeaderMap, key string) {
 
 // LEANMESH_SDK_HEADERS=1 keeps the SDK's Set/Del: an escape hatch, and the
 // comparator of BenchmarkDataPlane's "leanmesh-sdk-headers" variant.
+// LEANMESH_SDK_READS=1 keeps the SDK's read calls (reads.go) the same way.
 func init() {
 	if os.Getenv("LEANMESH_SDK_HEADERS") != "1" {
 		httpstats.Headers = directHeaders{}
+	}
+	if os.Getenv("LEANMESH_SDK_READS") != "1" {
+		httpstats.Reads = directReader{}
 	}
 }
