@@ -62,6 +62,7 @@ func BenchmarkDataPlane(b *testing.B) {
 	sdkH, sdkC := start(envoyhost.Options{SO: art.sdkstats}, "sdkstats")
 	lm := startSidecar(b, productpage, 2, nil)
 	lmSDK := startSidecarEnv(b, productpage, 2, nil, []string{"LEANMESH_SDK_HEADERS=1"})
+	lmSDKReads := startSidecarEnv(b, productpage, 2, nil, []string{"LEANMESH_SDK_READS=1"})
 	// GOMAXPROCS=4 with 2 workers on 2 cores: the Go runtime's background
 	// work (GC workers, sysmon's retakes) gets Ps of its own instead of
 	// taking the workers'.
@@ -73,6 +74,9 @@ func BenchmarkDataPlane(b *testing.B) {
 		{"sdkstats", sdkH, steadyRequest(b, sdkC)},
 		// leanmesh writing MX headers with the SDK's Set/Del (which copy the map first)
 		{"lm-sdkhdr", lmSDK.h, steadyRequest(b, lmSDK.outbound)},
+		// leanmesh reading through the SDK's methods (allocating) instead of
+		// its direct reader (filters/cmd/leanmesh/reads.go)
+		{"lm-sdkrd", lmSDKReads.h, steadyRequest(b, lmSDKReads.outbound)},
 		// the runtime setting the pod patch and chart default (docs/performance.md)
 		{"lm-gmp4", lmGMP.h, steadyRequest(b, lmGMP.outbound)},
 	}
@@ -128,6 +132,11 @@ func BenchmarkDataPlane(b *testing.B) {
 		saved := cpu("lm-sdkhdr", k) - cpu("leanmesh", k)
 		fmt.Printf("k=%d: writing MX headers through the C API instead of HeaderMap.Set/Del saves %.0f ns/request\n", k, saved)
 		b.ReportMetric(saved, fmt.Sprintf("direct-header-saving-ns-k%d", k))
+	}
+	for _, k := range []int{1, 2} {
+		saved := cpu("lm-sdkrd", k) - cpu("leanmesh", k)
+		fmt.Printf("k=%d: reading through the direct reader instead of the SDK's methods saves %.0f ns/request\n", k, saved)
+		b.ReportMetric(saved, fmt.Sprintf("direct-read-saving-ns-k%d", k))
 	}
 	crossingsTable(b, n, lm, old, floorH, floorC, noopH, noopC, sdkH, sdkC)
 	scale := rps("leanmesh", 2) / rps("leanmesh", 1)

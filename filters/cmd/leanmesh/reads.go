@@ -52,8 +52,8 @@ static lm_int lm_get_integer_value(void* req, int id) {
 // out-parameters live in per-thread storage, never on a stack. leanmesh reads
 // only inside Envoy's callbacks, on the worker thread, where Envoy answers
 // inline; a yield is reported and the caller falls back to the SDK.
-static __thread uint64_t lm_prop_data;
-static __thread int lm_prop_len, lm_prop_rc;
+static __thread __attribute__((tls_model("initial-exec"))) uint64_t lm_prop_data;
+static __thread __attribute__((tls_model("initial-exec"))) int lm_prop_len, lm_prop_rc;
 
 static lm_str lm_get_property(void* req, void* key, int key_len) {
 	lm_str r = {0, 0, NULL};
@@ -68,10 +68,10 @@ static lm_str lm_get_property(void* req, void* key, int key_len) {
 // Header copies go to per-thread buffers reused by the next copy on the
 // thread. strs holds 2*num GoStrings {const char* p; ptrdiff_t n}, the layout
 // of a Go string, which Envoy's copyHeaderMapToGo fills with pointers into buf.
-static __thread char* lm_buf;
-static __thread size_t lm_buf_cap;
-static __thread char* lm_strs;
-static __thread size_t lm_strs_cap;
+static __thread __attribute__((tls_model("initial-exec"))) char* lm_buf;
+static __thread __attribute__((tls_model("initial-exec"))) size_t lm_buf_cap;
+static __thread __attribute__((tls_model("initial-exec"))) char* lm_strs;
+static __thread __attribute__((tls_model("initial-exec"))) size_t lm_strs_cap;
 
 static int lm_reserve(char** p, size_t* cap, size_t need) {
 	if (need == 0) need = 1;
@@ -85,8 +85,8 @@ static int lm_reserve(char** p, size_t* cap, size_t need) {
 
 // A data frame's bytes, copied into a per-thread buffer (Filter::copyBuffer
 // writes the whole buffer, whose length the callback was given).
-static __thread char* lm_body;
-static __thread size_t lm_body_cap;
+static __thread __attribute__((tls_model("initial-exec"))) char* lm_body;
+static __thread __attribute__((tls_model("initial-exec"))) size_t lm_body_cap;
 
 static lm_kv lm_get_buffer(void* s, uint64_t buffer, uint64_t len) {
 	lm_kv r = {-7, NULL};
