@@ -79,6 +79,8 @@ type Reconciler struct {
 	// Proxies is istiod's view of connected proxies (ACK/NACK, version);
 	// nil: ConfigAccepted is Unknown.
 	Proxies ProxyView
+
+	rollbacks rollbackMemo // apply.go
 }
 
 // Reconcile is level-triggered: every call gathers the policy's inputs once,
@@ -182,6 +184,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if err != nil {
 		st.ready(metav1.ConditionFalse, v1alpha1.ReasonApplyFailed, err.Error())
 		r.Recorder.Eventf(&p, nil, corev1.EventTypeWarning, v1alpha1.ReasonApplyFailed, "Apply", "%v", err)
+		if errors.As(err, new(*rolledBack)) {
+			return ctrl.Result{RequeueAfter: rollbackRetry}, nil
+		}
 		return ctrl.Result{}, err
 	}
 	st.s.RenderedObjects = refs
@@ -296,44 +301,6 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
-}
-
-// apply server-side-applies every desired object. It first refuses to take
-// over an object of the same name that this policy does not own.
-func (r *Reconciler) apply(ctx context.Context, p *v1alpha1.TelemetryPolicy, objs []client.Object) ([]v1alpha1.ObjectRef, error) {
-	for _, o := range objs {
-		existing := &metav1.PartialObjectMetadata{}
-		existing.SetGroupVersionKind(o.GetObjectKind().GroupVersionKind())
-		reader := r.APIReader
-		if reader == nil {
-			reader = r.Client
-		}
-		err := reader.Get(ctx, client.ObjectKeyFromObject(o), existing)
-		if err == nil && !ownedBy(existing.Labels, p) {
-			return nil, fmt.Errorf("%s %s/%s exists and is not managed by this policy", o.GetObjectKind().GroupVersionKind().Kind, o.GetNamespace(), o.GetName())
-		}
-		if err != nil && !apierrors.IsNotFound(err) {
-			return nil, err
-		}
-	}
-	refs := make([]v1alpha1.ObjectRef, 0, len(objs))
-	for _, o := range objs {
-		if o.GetNamespace() == p.Namespace {
-			// Garbage collection as a second line behind the finalizer.
-			if err := controllerutil.SetControllerReference(p, o, r.Scheme); err != nil {
-				return nil, err
-			}
-		}
-		u, err := render.Unstructured(o)
-		if err != nil {
-			return nil, err
-		}
-		if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(v1alpha1.FieldOwner), client.ForceOwnership); err != nil {
-			return nil, fmt.Errorf("applying %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
-		}
-		refs = append(refs, v1alpha1.ObjectRef{APIVersion: u.GetAPIVersion(), Kind: u.GetKind(), Namespace: u.GetNamespace(), Name: u.GetName()})
-	}
-	return refs, nil
 }
 
 func ownedBy(labels map[string]string, p *v1alpha1.TelemetryPolicy) bool {
