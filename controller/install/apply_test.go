@@ -14,6 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
+	"github.com/leanmesh/leanmesh/controller/render"
+	"github.com/leanmesh/leanmesh/e2e/cluster"
 )
 
 // TestApplyAllOrNothing: when the API server refuses one of a policy's
@@ -197,3 +199,56 @@ func TestApplyAllOrNothing(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// TestBadConfigRefusedByController: each bad config of issue #18, created
+// on the real API server and reconciled by the real controller, is refused
+// before anything is applied: either by the CRD's schema at admission or
+// with Ready=False InvalidConfig naming the field, and no object exists.
+func TestBadConfigRefusedByController(t *testing.T) {
+	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
+	// As the binary wires it: the chart's library.path (--library-path).
+	h := runController(t, env, func(r *Reconciler) { r.LibraryPaths = []string{render.DefaultLibraryPath} })
+	for _, ns := range []string{rootNS, "other"} {
+		if err := env.CreateNamespace(h.ctx, ns, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.pod("other", "victim-1", map[string]string{"app": "victim"}, true)
+	sel := v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "victim"}}
+	big := map[string]string{}
+	for i := range 6000 {
+		big[fmt.Sprintf("dim_%04d", i)] = fmt.Sprintf("request.headers['x-custom-header-%04d-%s']", i, strings.Repeat("v", 40))
+	}
+	for i, tc := range []struct {
+		name string
+		spec v1alpha1.TelemetryPolicySpec
+		want string
+	}{
+		{"exposition on Envoy's inbound port", v1alpha1.TelemetryPolicySpec{Selector: sel, Exposition: v1alpha1.Exposition{Port: 15006}}, "spec.exposition.port"},
+		{"library path nobody installs", v1alpha1.TelemetryPolicySpec{Selector: sel, LibraryPath: "/nonexistent/leanmesh.so"}, "spec.libraryPath"},
+		{"proxyVersion that is not RE2", v1alpha1.TelemetryPolicySpec{Selector: sel, ProxyVersion: "(("}, "spec.proxyVersion"},
+		{"dimension named le", v1alpha1.TelemetryPolicySpec{Selector: sel, Metrics: []v1alpha1.MetricOverride{{Dimensions: map[string]string{"le": "request.host"}}}}, `"le" is reserved`},
+		{"selector with an invalid key", v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app name": "victim"}}}, "spec.selector.matchLabels"},
+		{"rendering too large for etcd (6,000 dimensions)", v1alpha1.TelemetryPolicySpec{Selector: sel,
+			Contexts: []v1alpha1.TrafficContext{v1alpha1.ContextInbound, v1alpha1.ContextOutbound, v1alpha1.ContextGateway},
+			Metrics:  []v1alpha1.MetricOverride{{Dimensions: big}}}, "etcd"},
+	} {
+		name := fmt.Sprintf("bad-%d", i)
+		p := &v1alpha1.TelemetryPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: name}, Spec: tc.spec}
+		if err := h.c.Create(h.ctx, p); err != nil {
+			t.Logf("%-48s refused by the API server (CRD schema): %v", tc.name, err)
+			continue
+		}
+		got := h.ready("other", name, metav1.ConditionFalse, v1alpha1.ReasonInvalidConfig)
+		msg := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionReady).Message
+		if !strings.Contains(msg, tc.want) {
+			t.Errorf("%s: message %q lacks %q", tc.name, msg, tc.want)
+		}
+		time.Sleep(300 * time.Millisecond) // time to do something wrong
+		if objs := h.owned("other", name); len(objs) != 0 {
+			t.Errorf("%s: applied %v", tc.name, objs)
+		}
+		t.Logf("%-48s Ready=False InvalidConfig, 0 objects: %s", tc.name, truncate(msg, 160))
+		h.deletePolicy("other", name)
+	}
+}
