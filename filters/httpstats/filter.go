@@ -2,6 +2,7 @@ package httpstats
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 
@@ -25,7 +26,25 @@ func Factory(config interface{}, cb api.FilterCallbackHandler) api.StreamFilter 
 	if cfg.c.Exposition.Enabled {
 		return &scrapeFilter{cfg: cfg, cb: cb}
 	}
-	return &filter{cfg: cfg, cb: cb}
+	f := filterPool.Get().(*filter)
+	f.cfg, f.cb = cfg, cb
+	return f
+}
+
+// filterPool recycles stream filters: the SDK's factory contract wants a
+// StreamFilter per stream, which would be leanmesh's only allocation of a
+// steady-state request (TestAllocationsAttributed).
+var filterPool = sync.Pool{New: func() any { return new(filter) }}
+
+// OnDestroy hands the filter back to the pool. The SDK calls nothing on it
+// afterwards: envoyGoFilterOnHttpDestroy drops its reference
+// (req.httpFilter = nil) and the request right after this returns, and a
+// later callback for the stream would find no request and make a new one
+// (shim.go); leanmesh starts no goroutine that could still hold it.
+func (f *filter) OnDestroy(api.DestroyReason) {
+	defer panicsafe.Recover[api.StatusType]("OnDestroy", nil, 0, nil)
+	*f = filter{}
+	filterPool.Put(f)
 }
 
 // filter is one HTTP stream. Nothing here blocks, spawns goroutines or
