@@ -160,7 +160,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 
 	// 3. Render once.
 	placements, unplaced := placementsFor(&p, r.RootNamespace, rel.Envoy, configured, outcome)
-	out, err := render.Render(render.Input{Policy: &p, RootNamespace: r.RootNamespace, Matrix: r.Matrix, LibraryPaths: r.LibraryPaths})
+	out, err := render.Render(render.Input{Policy: r.carryOver(&p, st, in), RootNamespace: r.RootNamespace, Matrix: r.Matrix, LibraryPaths: r.LibraryPaths})
 	var invalid *render.Error
 	if errors.As(err, &invalid) {
 		return ctrl.Result{}, r.refuse(ctx, &p, st, &validation.Result{Check: "Render", Reason: v1alpha1.ReasonInvalidConfig, Message: invalid.Msg})

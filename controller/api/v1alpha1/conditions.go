@@ -25,6 +25,10 @@ const (
 	// ConditionConfigAccepted is False when istiod reports that a selected
 	// proxy rejected (NACKed) a listener update.
 	ConditionConfigAccepted ConditionType = "ConfigAccepted"
+	// ConditionTelemetryCarriedOver is False when a Telemetry in scope has
+	// Prometheus metric settings leanmesh cannot express; the message says
+	// which and why. What can be carried is, in front of spec.metrics.
+	ConditionTelemetryCarriedOver ConditionType = "TelemetryCarriedOver"
 )
 
 // Condition types of LazyXDS.
@@ -62,6 +66,9 @@ const (
 	// ReasonHandoverPending: another policy's EnvoyFilters still select pods
 	// this policy now governs; it applies once they are gone (never both).
 	ReasonHandoverPending ConditionReason = "HandoverPending"
+	ReasonCarriedOver     ConditionReason = "CarriedOver"
+	ReasonNotCarried      ConditionReason = "NotCarried"
+	ReasonNoTelemetry     ConditionReason = "NoTelemetry"
 	ReasonAccepted        ConditionReason = "Accepted"
 	ReasonRejected        ConditionReason = "Rejected"
 	ReasonUnknown         ConditionReason = "Unknown"
