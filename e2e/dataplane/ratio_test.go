@@ -33,11 +33,16 @@ func median(v []float64) float64 {
 // metadata exchange) and (4) the same metrics recorded through the SDK's own
 // metric API, with 1 and 2 worker threads, in interleaved rounds, and prints
 // the ratio table. Use -benchtime=1x: each variant runs
-// LEANMESH_BENCH_N requests (default 100,000) per round, 3 rounds.
+// LEANMESH_BENCH_N requests (default 100,000) per round, LEANMESH_BENCH_ROUNDS
+// rounds (default 3; more rounds make the medians steadier on a busy machine).
 func BenchmarkDataPlane(b *testing.B) {
 	n := 100000
 	if v, err := strconv.Atoi(os.Getenv("LEANMESH_BENCH_N")); err == nil && v > 0 {
 		n = v
+	}
+	rounds := 3
+	if v, err := strconv.Atoi(os.Getenv("LEANMESH_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
 	}
 	artifacts(b)
 	start := func(opts envoyhost.Options, plugin string) (*envoyhost.Host, uint64) {
@@ -88,7 +93,7 @@ func BenchmarkDataPlane(b *testing.B) {
 		variants = append(variants, variant{"lm-old", old.h, steadyRequest(b, old.outbound)})
 	}
 	res := map[string]*measurement{}
-	for round := 0; round < 3; round++ {
+	for round := 0; round < rounds; round++ {
 		for _, k := range []int{1, 2} {
 			for _, v := range variants {
 				r, err := v.h.Bench(v.req, n, k)
@@ -106,7 +111,7 @@ func BenchmarkDataPlane(b *testing.B) {
 	}
 	cpu := func(name string, k int) float64 { return median(res[fmt.Sprintf("%s/%d", name, k)].cpu) }
 	rps := func(name string, k int) float64 { return median(res[fmt.Sprintf("%s/%d", name, k)].rps) }
-	fmt.Printf("\nleanmesh data plane, %d requests x 3 rounds per cell (medians), %s\n", n, time.Now().Format(time.RFC3339))
+	fmt.Printf("\nleanmesh data plane, %d requests x %d rounds per cell (medians), %s\n", n, rounds, time.Now().Format(time.RFC3339))
 	fmt.Printf("%-10s %14s %14s %14s %14s\n", "variant", "cpu ns/req k=1", "req/s k=1", "cpu ns/req k=2", "req/s k=2")
 	for _, v := range variants {
 		fmt.Printf("%-10s %14.0f %14.0f %14.0f %14.0f\n", v.name, cpu(v.name, 1), rps(v.name, 1), cpu(v.name, 2), rps(v.name, 2))
@@ -138,7 +143,7 @@ func BenchmarkDataPlane(b *testing.B) {
 		fmt.Printf("k=%d: reading through the direct reader instead of the SDK's methods saves %.0f ns/request\n", k, saved)
 		b.ReportMetric(saved, fmt.Sprintf("direct-read-saving-ns-k%d", k))
 	}
-	crossingsTable(b, n, lm, old, floorH, floorC, noopH, noopC, sdkH, sdkC)
+	crossingsTable(b, n, rounds, lm, lmSDKReads, old, floorH, floorC, noopH, noopC, sdkH, sdkC)
 	scale := rps("leanmesh", 2) / rps("leanmesh", 1)
 	fmt.Printf("leanmesh throughput 2 workers / 1 worker = %.2fx (target >= 1.8; this machine has 2 cores shared with the host's main thread)\n", scale)
 	b.ReportMetric(scale, "leanmesh-scaling-2w/1w")
@@ -148,19 +153,20 @@ func BenchmarkDataPlane(b *testing.B) {
 // and gRPC) and filter, the CPU per request next to the counts a machine's
 // speed does not change: C->Go callbacks, Go->C calls (request path; the
 // GC-paced finalizer calls apart) and Go allocations per request through the
-// ABI. One worker, medians of 3 rounds of n/4 requests.
-func crossingsTable(b *testing.B, n int, lm, old *sidecar, floorH *envoyhost.Host, floorC uint64, noopH *envoyhost.Host, noopC uint64, sdkH *envoyhost.Host, sdkC uint64) {
+// ABI. One worker, medians of the rounds of n/4 requests each.
+func crossingsTable(b *testing.B, n, rounds int, lm, lmSDKReads, old *sidecar, floorH *envoyhost.Host, floorC uint64, noopH *envoyhost.Host, noopC uint64, sdkH *envoyhost.Host, sdkC uint64) {
 	type row struct {
 		name    string
 		h       *envoyhost.Host
 		in, out uint64
 	}
-	rows := []row{{"floor", floorH, floorC, floorC}, {"noop", noopH, noopC, noopC}, {"leanmesh", lm.h, lm.inbound, lm.outbound}, {"sdkstats", sdkH, sdkC, sdkC}}
+	rows := []row{{"floor", floorH, floorC, floorC}, {"noop", noopH, noopC, noopC}, {"leanmesh", lm.h, lm.inbound, lm.outbound},
+		{"lm-sdkrd", lmSDKReads.h, lmSDKReads.inbound, lmSDKReads.outbound}, {"sdkstats", sdkH, sdkC, sdkC}}
 	if old != nil {
 		rows = append(rows, row{"lm-old", old.h, old.inbound, old.outbound})
 	}
 	m := max(n/4, 1000)
-	fmt.Printf("\nper request, 1 worker, %d requests x 3 rounds (cpu: median); C->Go and Go->C on the request path, finalizer calls apart\n", m)
+	fmt.Printf("\nper request, 1 worker, %d requests x %d rounds (cpu: median); C->Go and Go->C on the request path, finalizer calls apart\n", m, rounds)
 	fmt.Printf("%-9s %-9s %10s %6s %6s %9s %7s %8s  %s\n", "shape", "variant", "cpu ns", "C->Go", "Go->C", "finalize", "allocs", "bytes", "Go->C by kind")
 	for _, sh := range shapes {
 		for _, r := range rows {
@@ -171,7 +177,7 @@ func crossingsTable(b *testing.B, n int, lm, old *sidecar, floorH *envoyhost.Hos
 			req := sh.mk(b, cfg)
 			var cpus []float64
 			var last *envoyhost.BenchResult
-			for round := 0; round < 3; round++ {
+			for round := 0; round < rounds; round++ {
 				res, err := r.h.Bench(req, m, 1)
 				if err != nil || res.Errors != 0 {
 					b.Fatalf("%s %s: %v %+v", sh.name, r.name, err, res)
