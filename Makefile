@@ -102,6 +102,7 @@ cluster-binaries:
 
 test: vet build so-matrix cluster-binaries
 	$(GO) run ./controller/cmd/leanmesh render --out envoyfilters -check
+	cd e2e/promoperator && $(GO) test -count=1 ./...
 	$(GO) test -race -count=1 ./filters/...
 	LEANMESH_REQUIRE_SO_MATRIX=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/filters/')
 

@@ -5,7 +5,8 @@
 //   - prometheus/scrape-config.yaml: a plain scrape_config job (Istio's
 //     Prometheus addon, any Prometheus without the operator);
 //   - charts/leanmesh/templates/podmonitor.yaml: the chart's optional
-//     PodMonitor, selecting the same container port;
+//     PodMonitor, selecting the same container port, and
+//     prometheus-operator/podmonitor.yaml, the same object without Helm;
 //   - prometheus/leanmesh-rules.yaml and grafana/leanmesh.json: alerts and a
 //     dashboard for leanmesh's own series (docs/metrics.md).
 //
@@ -86,14 +87,35 @@ func (t Target) PodMonitorTemplate() string {
 	b.WriteString("  namespace: {{ .Values.podMonitor.namespace | default .Release.Namespace }}\n")
 	b.WriteString("  labels:\n    app.kubernetes.io/name: leanmesh\n    app.kubernetes.io/instance: {{ .Release.Name }}\n")
 	b.WriteString("    {{- with .Values.podMonitor.labels }}{{ toYaml . | nindent 4 }}{{ end }}\n")
-	b.WriteString("spec:\n  namespaceSelector:\n    any: true\n")
-	fmt.Fprintf(&b, "  selector:\n    matchExpressions:\n    - key: %s\n      operator: Exists\n", t.SelectorLabel)
-	b.WriteString("  podMetricsEndpoints:\n")
-	fmt.Fprintf(&b, "  - port: %s\n    path: %s\n", t.PortName, t.Path)
-	b.WriteString("    {{- with .Values.podMonitor.interval }}\n    interval: {{ . }}\n    {{- end }}\n")
-	fmt.Fprintf(&b, "    relabelings:\n    - action: keep\n      sourceLabels: [__meta_kubernetes_pod_container_name]\n      regex: %s\n", t.Container)
+	t.podMonitorSpec(&b, "    {{- with .Values.podMonitor.interval }}\n    interval: {{ . }}\n    {{- end }}\n")
 	b.WriteString("{{- end }}\n")
 	return b.String()
+}
+
+// PodMonitor is the same PodMonitor as a plain manifest, for users who run
+// prometheus-operator without Helm (the chart's release "leanmesh" in
+// leanmesh-system renders the same object). e2e/promoperator runs
+// prometheus-operator's own config generator over it.
+func (t Target) PodMonitor() string {
+	var b strings.Builder
+	b.WriteString(generated)
+	b.WriteString("# Add the labels your Prometheus selects PodMonitors by (kube-prometheus-stack: release: <its release>).\n")
+	b.WriteString("apiVersion: monitoring.coreos.com/v1\nkind: PodMonitor\nmetadata:\n")
+	b.WriteString("  name: leanmesh-proxies\n  namespace: leanmesh-system\n")
+	b.WriteString("  labels:\n    app.kubernetes.io/name: leanmesh\n    app.kubernetes.io/instance: leanmesh\n")
+	t.podMonitorSpec(&b, "")
+	return b.String()
+}
+
+// podMonitorSpec writes the spec both PodMonitor forms share; interval is
+// the template's optional interval line.
+func (t Target) podMonitorSpec(b *strings.Builder, interval string) {
+	b.WriteString("spec:\n  namespaceSelector:\n    any: true\n")
+	fmt.Fprintf(b, "  selector:\n    matchExpressions:\n    - key: %s\n      operator: Exists\n", t.SelectorLabel)
+	b.WriteString("  podMetricsEndpoints:\n")
+	fmt.Fprintf(b, "  - port: %s\n    path: %s\n", t.PortName, t.Path)
+	b.WriteString(interval)
+	fmt.Fprintf(b, "    relabelings:\n    - action: keep\n      sourceLabels: [__meta_kubernetes_pod_container_name]\n      regex: %s\n", t.Container)
 }
 
 // sanitize is Prometheus' label-name form of a Kubernetes label key, as in

@@ -23,6 +23,7 @@ func generatedFiles() map[string]string {
 	return map[string]string{
 		"prometheus/scrape-config.yaml":                Proxies.ScrapeConfig(),
 		"../charts/leanmesh/templates/podmonitor.yaml": Proxies.PodMonitorTemplate(),
+		"prometheus-operator/podmonitor.yaml":          Proxies.PodMonitor(),
 	}
 }
 

@@ -59,17 +59,16 @@ func checkShadowCountsOnce(t *testing.T, srv *lmprom.Server, client, server *sid
 		sent200++
 		time.Sleep(2 * time.Second)
 	}
-	srv.WaitScrapedT(t, monitoring.Proxies.Job, time.Now())
 	const k = 10
-	for i := 0; i < k; i++ {
-		send(fmt.Sprintf("/shadow/batch/%d", i), "201")
-	}
-	sent201 += k
-	srv.WaitScrapedT(t, monitoring.Proxies.Job, time.Now())
-
-	// Both reporters' Shadow series for the edge grew by exactly the batch:
+	// Both reporters' Shadow series for the edge grow by exactly the batch:
 	// the peers came through Istio's exchange (no "unknown").
 	edge := `source_workload="productpage-v1",source_workload_namespace="bookinfo",destination_workload="reviews-v2",destination_workload_namespace="bookinfo",destination_service_namespace="bookinfo",response_code="201"`
+	batches := sendBetweenScrapes(t, srv, func(attempt int) {
+		for i := 0; i < k; i++ {
+			send(fmt.Sprintf("/shadow/batch/%d/%d", attempt, i), "201")
+		}
+	}, k, `leanmesh_shadow_istio_requests_total{reporter="destination",`+edge+`}`, `leanmesh_shadow_istio_requests_total{reporter="source",`+edge+`}`)
+	sent201 += batches * k
 	t0, t1 := batchScrapes(t, srv, `leanmesh_shadow_istio_requests_total{reporter="destination",`+edge+`}`, k)
 	_, t1src := batchScrapes(t, srv, `leanmesh_shadow_istio_requests_total{reporter="source",`+edge+`}`, k)
 	at := max(t1, t1src)

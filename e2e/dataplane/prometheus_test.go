@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -32,7 +33,7 @@ import (
 // TestPrometheusScrapesShippedConfig: a real Prometheus (Debian v2.42)
 // scrapes two test hosts' exposition, served on real TCP ports, through the
 // shipped scrape job (monitoring/prometheus/scrape-config.yaml) and through
-// the config prometheus-operator generates for the chart's PodMonitor. The
+// the config prometheus-operator's own generator makes for the chart's PodMonitor. The
 // pods are shaped as Istio injects them after the library-install patch.
 // Debian's Prometheus is built without Kubernetes discovery, so the pods'
 // targets are written as file_sd groups carrying exactly the labels
@@ -64,14 +65,15 @@ func TestPrometheusScrapesShippedConfig(t *testing.T) {
 	sdFile := filepath.Join(dir, "pods.json")
 	writeTargets(t, sdFile, pods)
 	shipped := jobWithFileSD(t, monitoring.Proxies.ScrapeConfig(), sdFile)
-	operator := jobWithFileSD(t, podMonitorScrapeConfig("leanmesh-system", "leanmesh-proxies"), sdFile)
+	operatorJob, operatorJobName := podMonitorScrapeConfig(t)
+	operator := jobWithFileSD(t, operatorJob, sdFile)
 	// A 3s scrape interval (and timeout): at 1s a scrape through the C host
 	// timed out on a machine shared by many test runs (load ~26 on 2 cores),
 	// which this test would read as a target down.
 	srv := lmprom.StartT(t, lmprom.Options{ScrapeConfigs: []string{shipped, operator}, ScrapeInterval: 3 * time.Second})
 
 	// Exactly one target per pod with the library, for both configs.
-	for _, job := range []string{monitoring.Proxies.Job, "podMonitor/leanmesh-system/leanmesh-proxies/0"} {
+	for _, job := range []string{monitoring.Proxies.Job, operatorJobName} {
 		targets := srv.WaitScrapedT(t, job, time.Now())
 		var urls []string
 		for _, tg := range targets {
@@ -163,22 +165,25 @@ func checkIstioDashboards(t *testing.T, srv *lmprom.Server, client, server *side
 	}
 	send(-1, "200", 4*time.Millisecond)
 	send(-2, "503", 30*time.Millisecond)
-	srv.WaitScrapedT(t, monitoring.Proxies.Job, time.Now())
 
 	// The batch: 20 requests, 10 at 4ms (bucket (1,5]) and 10 at 30ms
 	// (bucket (25,50]), 5 of them answered 503.
 	const n = 20
-	for i := 0; i < n; i++ {
-		code, d := "200", 4*time.Millisecond
-		if i%2 == 1 {
-			d = 30 * time.Millisecond
-			if i%4 == 3 {
-				code = "503"
-			}
-		}
-		send(i, code, d)
+	ok200 := func(r string) string {
+		return `istio_requests_total{reporter="` + r + `",destination_workload="reviews-v2",response_code="200"}`
 	}
-	srv.WaitScrapedT(t, monitoring.Proxies.Job, time.Now())
+	batches := sendBetweenScrapes(t, srv, func(int) {
+		for i := 0; i < n; i++ {
+			code, d := "200", 4*time.Millisecond
+			if i%2 == 1 {
+				d = 30 * time.Millisecond
+				if i%4 == 3 {
+					code = "503"
+				}
+			}
+			send(i, code, d)
+		}
+	}, 15, ok200("destination"), ok200("source"))
 
 	// t1: the first sample with the batch; t0: the sample before it.
 	raw, err := srv.Query(t.Context(), `istio_requests_total{reporter="destination",destination_workload="reviews-v2",response_code="200"}[2m]`)
@@ -289,7 +294,7 @@ func checkIstioDashboards(t *testing.T, srv *lmprom.Server, client, server *side
 			t.Logf("kiali %-13s: %d edge samples, productpage-v1 → reviews-v2 for 200 and 503", name, len(vec))
 		}
 	}
-	return n + 2
+	return float64(batches*n + 2)
 }
 
 // injectedPod is a pod as Istio's injector leaves it after the
@@ -417,35 +422,32 @@ func jobWithFileSD(t *testing.T, doc, file string) string {
 	return string(b)
 }
 
-// podMonitorScrapeConfig is what prometheus-operator v0.93.0 generates for
-// the chart's PodMonitor (pkg/prometheus/promcfg.go generatePodMonitorConfig,
-// one shard, no scrape class): the job→__tmp_prometheus_job_name
-// relabeling, the running-pod filter, the selector (Exists →
-// labelpresent keep), the port-name keep, namespace/container/pod labels,
-// job and endpoint, then the PodMonitor's own relabelings, then sharding.
-func podMonitorScrapeConfig(ns, name string) string {
-	pm := monitoring.Proxies
-	job := fmt.Sprintf("podMonitor/%s/%s/0", ns, name)
-	relabel := []map[string]any{
-		{"source_labels": []string{"job"}, "target_label": "__tmp_prometheus_job_name"},
-		{"action": "drop", "source_labels": []string{"__meta_kubernetes_pod_phase"}, "regex": "(Failed|Succeeded)"},
-		{"action": "keep", "source_labels": []string{"__meta_kubernetes_pod_labelpresent_" + sanitizeLabel(pm.SelectorLabel)}, "regex": "true"},
-		{"action": "keep", "source_labels": []string{"__meta_kubernetes_pod_container_port_name"}, "regex": pm.PortName},
-		{"source_labels": []string{"__meta_kubernetes_namespace"}, "target_label": "namespace"},
-		{"source_labels": []string{"__meta_kubernetes_pod_container_name"}, "target_label": "container"},
-		{"source_labels": []string{"__meta_kubernetes_pod_name"}, "target_label": "pod"},
-		{"target_label": "job", "replacement": ns + "/" + name},
-		{"target_label": "endpoint", "replacement": pm.PortName},
-		{"action": "keep", "source_labels": []string{"__meta_kubernetes_pod_container_name"}, "regex": pm.Container},
-		{"source_labels": []string{"__address__"}, "target_label": "__tmp_hash", "modulus": 1, "action": "hashmod"},
-		{"source_labels": []string{"__tmp_hash"}, "regex": "0", "action": "keep"},
+// podMonitorScrapeConfig is the job prometheus-operator's own config
+// generator makes for the shipped PodMonitor
+// (monitoring/prometheus-operator/podmonitor.scrape-config.yaml, written and
+// kept current by e2e/promoperator), with $(SHARD) set to 0 as
+// prometheus-config-reloader does for an unsharded Prometheus (the operator
+// puts SHARD in the reloader's environment, pkg/operator/config_reloader.go,
+// and the reloader expands $(VAR) when it writes the config).
+func podMonitorScrapeConfig(t *testing.T) (job, name string) {
+	t.Helper()
+	b, err := os.ReadFile("../../monitoring/prometheus-operator/podmonitor.scrape-config.yaml")
+	if err != nil {
+		t.Fatal(err)
 	}
-	b, _ := yaml.Marshal(map[string]any{
-		"job_name": job, "honor_labels": false, "metrics_path": pm.Path,
-		"kubernetes_sd_configs": []any{map[string]any{"role": "pod"}},
-		"relabel_configs":       relabel,
-	})
-	return string(b)
+	var jobs []map[string]any
+	if err := yaml.Unmarshal(bytes.ReplaceAll(b, []byte("$(SHARD)"), []byte("0")), &jobs); err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 1 {
+		t.Fatalf("the operator made %d jobs for one PodMonitor endpoint", len(jobs))
+	}
+	out, err := yaml.Marshal(jobs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, _ = jobs[0]["job_name"].(string)
+	return string(out), name
 }
 
 // serveExposition serves the host's exposition filter on ip:15095 over real
