@@ -102,7 +102,8 @@ func (in *inputs) objects(pods []scope.Pod) []metav1.PartialObjectMetadata {
 
 // placementsFor decides where the policy's objects go (see
 // render.Placement). Nothing overridden: nil, the objects stay where Render
-// puts them (its namespace; the whole mesh from the root namespace). With
+// puts them; overridden pods and nothing to place: empty, not nil (no
+// objects at all) (its namespace; the whole mesh from the root namespace). With
 // overridden pods: one copy per namespace without exceptions, one per
 // governed workload where there are. unplaced lists workloads whose stable
 // labels also select an overridden pod: they keep Istio's telemetry rather
@@ -160,6 +161,12 @@ func placementsFor(p *v1alpha1.TelemetryPolicy, root, envoy string, configured [
 		}
 	}
 	_ = root
+	if placements == nil {
+		// Pods are overridden but none is governed here: render.Place would
+		// keep the unrestricted objects, which select the overridden pods
+		// too (leanmesh twice on them). Nothing may be placed.
+		placements = []render.Placement{}
+	}
 	return placements, unplaced
 }
 

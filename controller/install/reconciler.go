@@ -168,6 +168,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		return ctrl.Result{}, err
 	}
 	objs := render.Place(out.Objects, placements)
+	if placements != nil && len(placements) == 0 {
+		objs = nil // every selected pod is overridden: see placementsFor
+	}
 
 	// 4. Delete stale, then apply desired once no other policy's objects
 	// still select the pods (break before make: see handover.go).
@@ -197,7 +200,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	case out.Spec.Mode == v1alpha1.ModeIstio:
 		st.ready(metav1.ConditionTrue, v1alpha1.ReasonIstioTelemetry, fmt.Sprintf("Istio's telemetry in effect; only the exposition listener is rendered, so scrape targets stay up (%d object(s))", len(refs)))
 	case len(outcome.Governed) == 0 && len(outcome.OverriddenPods) > 0:
-		st.ready(metav1.ConditionTrue, v1alpha1.ReasonOverridden, fmt.Sprintf("every selected pod is governed by a more specific policy (%s); %d object(s) applied for future pods",
+		st.ready(metav1.ConditionTrue, v1alpha1.ReasonOverridden, fmt.Sprintf("every selected pod is governed by a more specific policy (%s); %d object(s) applied (objects for new pods are placed when they appear)",
 			joinMax(overriders(outcome), 5), len(refs)))
 	default:
 		msg := fmt.Sprintf("%d object(s) applied for %d pod(s) with the library (Istio %s, Envoy %s)", len(refs), len(configured), out.Release.Istio, out.Release.Envoy)
