@@ -310,3 +310,86 @@ func TestTotalSizesMatchProperties(t *testing.T) {
 		t.Logf("%s: sum %v over %d requests, both ways", fam, ds, dn)
 	}
 }
+
+// TestDirectReadsMatchSDK guards the hand-written direct reader
+// (filters/cmd/leanmesh/reads.go) against the SDK's own read calls: the same
+// requests through a library reading each way (LEANMESH_SDK_READS=1) give
+// the same series, values and histograms. Beyond the four steady shapes:
+// gRPC-Web (not gRPC), a 503 with response flags and no MX (the endpoint
+// fallback, StreamInfo's code), duplicated MX headers (the first value
+// wins, as HeaderMap::get(key)[0]), and a cluster without service metadata
+// (the Host header).
+func TestDirectReadsMatchSDK(t *testing.T) {
+	direct := startSidecar(t, productpage, 1, nil)
+	viaSDK := startSidecarEnv(t, productpage, 1, nil, []string{"LEANMESH_SDK_READS=1"})
+	type tc struct {
+		name string
+		mk   func(cfgIn, cfgOut uint64) *envoyhost.Request
+	}
+	cases := []tc{}
+	for _, sh := range shapes {
+		sh := sh
+		cases = append(cases, tc{sh.name, func(in, out uint64) *envoyhost.Request {
+			if sh.inbound {
+				return sh.mk(t, in)
+			}
+			return sh.mk(t, out)
+		}})
+	}
+	cases = append(cases,
+		tc{"grpc-web", func(_, out uint64) *envoyhost.Request {
+			r := steadyRequest(t, out)
+			r.Headers = append(r.Headers, [2]string{"content-type", "application/grpc-web+proto"})
+			return r
+		}},
+		tc{"503-flags-no-mx", func(_, out uint64) *envoyhost.Request {
+			r := steadyRequest(t, out)
+			r.ResponseHeaders = envoyhost.H(":status", "503", "content-length", "19")
+			r.Info.ResponseFlags = 0x2 | 0x20 // UH, UO
+			return r
+		}},
+		tc{"duplicate-mx", func(in, _ uint64) *envoyhost.Request {
+			// The bad pair first: a reader that took the last value would
+			// find the valid peer and differ.
+			r := inboundRequest(t, in)
+			r.Headers = append(envoyhost.H("x-envoy-peer-metadata", "not-base64!", "x-envoy-peer-metadata-id", "other"), r.Headers...)
+			return r
+		}},
+		tc{"no-service-metadata", func(_, out uint64) *envoyhost.Request {
+			r := steadyRequest(t, out)
+			r.Info.UpstreamCluster, r.Cluster = "outbound|80||example.com", nil
+			return r
+		}},
+	)
+	for _, c := range cases {
+		for i, s := range []*sidecar{direct, viaSDK} {
+			if res, err := s.h.Run(c.mk(s.inbound, s.outbound)); err != nil || res.Error != "" {
+				t.Fatalf("%s (sidecar %d): %v %+v", c.name, i, err, res)
+			}
+		}
+	}
+	lines := func(s *sidecar) []string {
+		var out []string
+		for _, l := range strings.Split(string(s.scrapeText(t)), "\n") {
+			if strings.HasPrefix(l, "istio_") {
+				out = append(out, l)
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	d, v := lines(direct), lines(viaSDK)
+	if strings.Join(d, "\n") != strings.Join(v, "\n") {
+		t.Errorf("direct reads and SDK reads differ:\ndirect:\n%s\nSDK:\n%s", strings.Join(d, "\n"), strings.Join(v, "\n"))
+	}
+	var reqs int
+	for _, l := range d {
+		if strings.HasPrefix(l, "istio_requests_total{") {
+			reqs++
+		}
+	}
+	if reqs < 7 {
+		t.Errorf("only %d istio_requests_total series: the cases did not record", reqs)
+	}
+	t.Logf("%d istio_* lines identical, %d request series", len(d), reqs)
+}
