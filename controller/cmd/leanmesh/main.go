@@ -4,6 +4,7 @@
 //	leanmesh render       write the plain manifests under envoyfilters/
 //	leanmesh compare      compare Istio's and leanmesh's Prometheus output
 //	leanmesh uninstall    stop the controller and delete what it rendered (chart pre-delete hook)
+//	leanmesh analyze      per pod: governing policy, library, proxy version, istiod's ACK state, scrape
 package main
 
 import (
@@ -18,6 +19,7 @@ commands:
   render       write plain EnvoyFilter manifests (make manifests)
   compare      compare two Prometheus text expositions (Istio's vs leanmesh's)
   uninstall    stop the controller, delete every EnvoyFilter/Telemetry leanmesh rendered (chart pre-delete hook)
+  analyze      per pod: governing policy, library label, proxy version, istiod's LDS ACK/NACK, scrape target
 
 Run leanmesh <command> -h for its flags.
 `
@@ -38,6 +40,8 @@ func main() {
 		code = runCompare(args, os.Stdout, os.Stderr)
 	case "uninstall":
 		code = runUninstall(args, os.Stdout, os.Stderr)
+	case "analyze":
+		code = runAnalyze(args, os.Stdout, os.Stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(os.Stdout, usage)
 	default:
