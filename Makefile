@@ -9,10 +9,12 @@ ISTIO_VERSION ?= $(shell awk '!/^\#/ && $$9=="default" {print $$1}' $(MATRIX))
 # 7 proxyv2_image); empty when the release is not in the matrix.
 row = $(shell awk -v istio='$(ISTIO_VERSION)' '!/^\#/ && $$1==istio {print $$$(1)}' $(MATRIX))
 ENVOY_VERSION ?= $(call row,2)
+# The one version of leanmesh: the chart's appVersion (images, the controller's version, chart defaults).
+LEANMESH_VERSION ?= $(shell awk '$$1=="appVersion:" {gsub(/"/,"",$$2); print $$2}' charts/leanmesh/Chart.yaml)
 GOFLAGS_SO := -buildmode=c-shared -trimpath -ldflags "-s -w"
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all build so controller demo cluster-binaries generate manifests test unit-test vet bench bench-filters bench-dataplane bench-scale clean fmt fuzz soak
+.PHONY: all build so controller demo setup cluster-binaries generate manifests verify test unit-test integration-test vet lint bench bench-filters bench-dataplane bench-scale clean fmt controller-image fuzz soak
 
 all: build
 
@@ -20,13 +22,31 @@ include e2e/envoyhost/host.mk
 
 build: so controller bin/envoyhost
 
-CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+# The one set-up script: Debian tools (etcd, shellcheck, prometheus) and Go-built tools cached by version
+# (kube-apiserver, istiod, helm, golangci-lint, controller-gen). Idempotent; `make test` runs it first.
+SETUP := e2e/cluster/build-binaries.sh
+# $(call tool,NAME): the cached path of a tool the set-up script builds (HELM, GOLANGCI_LINT, CONTROLLER_GEN).
+tool = $(shell $(SETUP) paths 2>/dev/null | awk -F= '$$1=="$(1)" {print $$2}')
+CONTROLLER_GEN ?= $(call tool,CONTROLLER_GEN)
+GOLANGCI_LINT ?= $(call tool,GOLANGCI_LINT)
 
-# Regenerates deepcopy, CRD and RBAC YAML (committed; a test checks the chart's copies).
+# RBAC per feature: config/rbac/<feature>/role.yaml holds what the markers in one package ask for; the
+# chart grants a feature's file only when the feature is on (charts/leanmesh/files/rbac are copies).
+# config/rbac/role.yaml is every feature together.
+RBAC_FEATURES := core=./controller/install/... leader-election=./controller/cmd/leanmesh metrics-auth=./controller/metricsserving \
+	lazyxds=./controller/lazyxdsctl workload-table=./controller/workloadtable
+
+# Regenerates deepcopy, CRD and RBAC YAML and the chart's copies (all committed; `make verify` checks them).
 generate:
-	$(CONTROLLER_GEN) object paths=./controller/api/... crd:allowDangerousTypes=true \
-	  rbac:roleName=leanmesh-controller paths=./controller/install/... paths=./controller/cmd/... \
-	  output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@$(SETUP) controller-gen
+	$(CONTROLLER_GEN) object paths=./controller/api/... crd:allowDangerousTypes=true paths=./controller/api/... \
+	  output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=leanmesh-controller $(foreach f,$(RBAC_FEATURES),paths=$(word 2,$(subst =, ,$(f)))) \
+	  output:rbac:artifacts:config=config/rbac
+	@mkdir -p charts/leanmesh/files/rbac
+	$(foreach f,$(RBAC_FEATURES),$(CONTROLLER_GEN) rbac:roleName=leanmesh-controller-$(word 1,$(subst =, ,$(f))) \
+	  paths=$(word 2,$(subst =, ,$(f))) output:rbac:artifacts:config=config/rbac/$(word 1,$(subst =, ,$(f))) && \
+	  cp config/rbac/$(word 1,$(subst =, ,$(f)))/role.yaml charts/leanmesh/files/rbac/$(word 1,$(subst =, ,$(f))).yaml && ) true
 	cp config/crd/bases/*.yaml charts/leanmesh/crds/
 
 # Plain EnvoyFilter manifests for users without the controller; a no-op on a clean tree.
@@ -36,7 +56,7 @@ manifests:
 controller: $(BIN)/leanmesh
 $(BIN)/leanmesh: go.mod go.sum envoy-build/versions.tsv $(shell find controller -name '*.go' -not -name '*_test.go')
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $@ ./controller/cmd/leanmesh
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(LEANMESH_VERSION)" -o $@ ./controller/cmd/leanmesh
 
 so: $(BIN)/leanmesh.so
 
@@ -54,10 +74,11 @@ so-matrix:
 # Images (need Docker with BuildKit; `docker` alone is not enough without an engine). Names follow the
 # row: the proxy image per Istio release, the library images per Envoy version.
 IMAGE_REPO ?= ghcr.io/leanmesh
-LEANMESH_VERSION ?= $(shell awk '$$1=="appVersion:" {gsub(/"/,"",$$2); print $$2}' charts/leanmesh/Chart.yaml)
 PROXY_IMAGE ?= $(IMAGE_REPO)/proxyv2:$(ISTIO_VERSION)-leanmesh$(LEANMESH_VERSION)
 LIBRARY_IMAGE ?= $(IMAGE_REPO)/leanmesh-library:$(LEANMESH_VERSION)-envoy$(ENVOY_VERSION)
 LIBRARY_INIT_IMAGE ?= $(LIBRARY_IMAGE)-init
+# The chart's default image.repository:appVersion (a chart test keeps them equal).
+CONTROLLER_IMAGE ?= $(IMAGE_REPO)/leanmesh:$(LEANMESH_VERSION)
 DOCKER ?= docker
 DOCKER_BUILD = $(DOCKER) build -f envoy-build/Dockerfile \
 	--build-arg GO_BUILDER_IMAGE=$(call row,5) --build-arg PROXYV2_IMAGE=$(call row,7) \
@@ -80,8 +101,13 @@ library-image: docker-check
 	$(check-row)$(DOCKER_BUILD) --target library -t $(LIBRARY_IMAGE) .
 	$(DOCKER_BUILD) --target library-init -t $(LIBRARY_INIT_IMAGE) .
 
+# The controller: a static binary on distroless, non-root (stages controller-build and controller).
+controller-image: docker-check
+	$(DOCKER) build -f envoy-build/Dockerfile --target controller --build-arg GO_BUILDER_IMAGE=$(call row,5) \
+	  --build-arg LEANMESH_VERSION=$(LEANMESH_VERSION) -t $(CONTROLLER_IMAGE) .
+
 print-images:
-	@$(check-row)echo "PROXY_IMAGE=$(PROXY_IMAGE)"; echo "LIBRARY_IMAGE=$(LIBRARY_IMAGE)"; echo "LIBRARY_INIT_IMAGE=$(LIBRARY_INIT_IMAGE)"
+	@$(check-row)echo "PROXY_IMAGE=$(PROXY_IMAGE)"; echo "LIBRARY_IMAGE=$(LIBRARY_IMAGE)"; echo "LIBRARY_INIT_IMAGE=$(LIBRARY_INIT_IMAGE)"; echo "CONTROLLER_IMAGE=$(CONTROLLER_IMAGE)"
 
 # The pod-template patch for stock sidecars: make pod-patch ISTIO_VERSION=1.31.1 MODE=imageVolume|initContainer|image
 MODE ?= imageVolume
@@ -89,25 +115,51 @@ pod-patch:
 	@$(check-row)$(GO) run ./envoy-build/cmd/podpatch -istio $(ISTIO_VERSION) -mode $(MODE) \
 	  -image $(if $(filter image,$(MODE)),$(PROXY_IMAGE),$(if $(filter initContainer,$(MODE)),$(LIBRARY_INIT_IMAGE),$(LIBRARY_IMAGE)))
 
+# gofmt, go vet, and golangci-lint (pinned in the set-up script, linters in .golangci.yml).
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	@$(SETUP) golangci-lint
+	$(GOLANGCI_LINT) run ./...
 
-# Every test that can run on this machine. Pure packages run under -race.
-# etcd (Debian), kube-apiserver and istiod built from their Go modules (~19 min cold on 2 cores),
-# cached by version under ~/.cache/leanmesh; a warm run takes well under a second.
+# Generated files that must equal what the generators write (kubebuilder's verify step): regenerates
+# them and fails, naming each file, when anything changed. The tree is left regenerated: commit it.
+GENERATED := controller/api/v1alpha1/zz_generated.deepcopy.go config/crd config/rbac charts/leanmesh/crds \
+	charts/leanmesh/files/rbac envoyfilters
+verify:
+	@sum() { find $(GENERATED) -type f 2>/dev/null | LC_ALL=C sort | xargs sha256sum; }; \
+	  before=$$(sum); \
+	  $(MAKE) -s generate manifests >/dev/null || exit 1; \
+	  changed=$$(diff <(echo "$$before") <(sum) | awk '/^[<>]/ {print $$3}' | sort -u); \
+	  if [ -n "$$changed" ]; then \
+	    echo "make verify: generated files were stale (now regenerated; review and commit them):" >&2; \
+	    echo "$$changed" | sed 's/^/  /' >&2; exit 1; \
+	  fi; echo "verify: generated files are up to date"
+
+# Tools and binaries every test needs, installed or built once (see SETUP).
+setup:
+	$(SETUP) all
 cluster-binaries:
-	e2e/cluster/build-binaries.sh
+	$(SETUP) cluster
 
-test: vet build so-matrix cluster-binaries
-	$(GO) run ./controller/cmd/leanmesh render --out envoyfilters -check
-	cd e2e/promoperator && $(GO) test -count=1 ./...
-	$(GO) test -race -count=1 ./filters/...
-	LEANMESH_REQUIRE_SO_MATRIX=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/filters/')
+# Pure packages (no real cluster, C test host, helm or built libraries): run under -race.
+UNIT_PKGS = $(shell $(GO) list -f '{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... | \
+	awk '$$1 !~ /\/(e2e|charts)\// && $$1 !~ /\/(envoy-build|config)$$/ && !/\/e2e\/(cluster|envoyhost)/ {print $$1}')
+
+# Every test that can run on this machine: set-up, generated files, lint, the pure packages under -race,
+# then everything else (etcd, kube-apiserver and istiod on loopback, the C host, helm, the so-matrix).
+test: setup verify vet build so-matrix
+	$(MAKE) unit-test
+	$(MAKE) integration-test
 
 unit-test:
-	$(GO) test -race ./filters/...
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+# e2e/promoperator is a nested module (prometheus-operator's own config generator): not in ./...
+integration-test:
+	cd e2e/promoperator && $(GO) test -count=1 ./...
+	LEANMESH_REQUIRE_SO_MATRIX=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(filter-out $(UNIT_PKGS),$(shell $(GO) list ./...))
 
 # The main job: etcd + kube-apiserver + istiod on loopback, the controller, a sample mesh, two test
 # hosts loading leanmesh.so with istiod's config. Ctrl-C cleans up; `make demo DEMO_FLAGS=--once` exits.

@@ -104,7 +104,7 @@ func TestDockerfile(t *testing.T) {
 		byName[s.name] = s
 		names = append(names, s.name)
 	}
-	if want := []string{"build", "proxyv2", "library", "library-init"}; !slices.Equal(names, want) {
+	if want := []string{"build", "proxyv2", "library", "library-init", "controller-build", "controller"}; !slices.Equal(names, want) {
 		t.Fatalf("stages %v, want %v", names, want)
 	}
 

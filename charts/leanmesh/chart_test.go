@@ -1,222 +1,289 @@
-// Package leanmesh holds only the Helm chart's test: helm is not installable
-// here (not in Debian or npm), so the templates are rendered with Go's
-// text/template and the few Helm functions they use, then parsed as YAML.
 package leanmesh
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
-	"path"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
-	"text/template"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 )
 
-// helmFuncs are the Helm/sprig functions the templates may use; a template
-// using another one fails this test, which keeps them portable.
-var helmFuncs = template.FuncMap{
-	"toYaml": func(v any) (string, error) {
-		b, err := yaml.Marshal(v)
-		return strings.TrimSuffix(string(b), "\n"), err
-	},
-	"nindent": func(n int, s string) string {
-		pad := strings.Repeat(" ", n)
-		return "\n" + pad + strings.ReplaceAll(s, "\n", "\n"+pad)
-	},
-	"quote": func(v any) string { return fmt.Sprintf("%q", fmt.Sprint(v)) },
-	"default": func(d any, v ...any) any {
-		if len(v) == 0 || v[0] == nil || reflect.ValueOf(v[0]).IsZero() {
-			return d
-		}
-		return v[0]
-	},
-	"fail": func(msg string) (string, error) { return "", fmt.Errorf("fail: %s", msg) },
-	"dir":  path.Dir,
-	"base": path.Base,
+// valueSets are the documented value combinations, one file each under
+// testdata/values (each file says where it is documented), with the kinds
+// they render. TestValueSetsCoverSchema keeps them covering every switch.
+var valueSets = []struct {
+	file  string
+	kinds string
+}{
+	{"default.yaml", "ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount"},
+	{"minimal.yaml", "ClusterRole ClusterRoleBinding ConfigMap Deployment"},
+	{"metrics-plain.yaml", "ClusterRole ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget PodMonitor Role RoleBinding Service ServiceAccount ServiceMonitor"},
+	{"metrics-secure-servicemonitor.yaml", "ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount ServiceMonitor"},
+	{"lazyxds-workloadtable-revision.yaml", "ClusterRole ClusterRole ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role Role RoleBinding RoleBinding Service Service ServiceAccount"},
+	{"lazyxds-no-leader-election.yaml", "ClusterRole ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount"},
+	{"workloadtable-plaintext.yaml", "ClusterRole ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service Service ServiceAccount"},
+	{"library-mount-imagevolume.yaml", "ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount"},
+	{"library-mount-initcontainer.yaml", "ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount"},
+	{"scheduling-and-image.yaml", "ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount"},
 }
 
-func readYAML(t *testing.T, path string) map[string]any {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+func TestValueSetFilesListed(t *testing.T) {
+	files, _ := filepath.Glob("testdata/values/*.yaml")
+	var listed []string
+	for _, s := range valueSets {
+		listed = append(listed, filepath.Join("testdata", "values", s.file))
 	}
-	var m map[string]any
-	if err := yaml.Unmarshal(b, &m); err != nil {
-		t.Fatalf("%s: %v", path, err)
+	sort.Strings(listed)
+	if !slices.Equal(files, listed) {
+		t.Errorf("testdata/values holds %v, valueSets lists %v", files, listed)
 	}
-	return m
 }
 
-// renderChart renders every template with values.yaml merged with overrides
-// and returns the parsed documents.
-func renderChart(t *testing.T, overrides map[string]any) ([]map[string]any, error) {
-	t.Helper()
-	chart := readYAML(t, "Chart.yaml")
-	values := readYAML(t, "values.yaml")
-	for k, v := range overrides {
-		setPath(values, k, v)
-	}
-	top := map[string]any{
-		"Values":  values,
-		"Release": map[string]any{"Name": "leanmesh", "Namespace": "leanmesh-system"},
-		"Chart":   map[string]any{"Name": chart["name"], "AppVersion": chart["appVersion"], "Version": chart["version"]},
-	}
-	files, err := filepath.Glob("templates/*.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(files)
-	var docs []map[string]any
-	for _, f := range files {
-		src, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tpl, err := template.New(f).Option("missingkey=error").Funcs(helmFuncs).Parse(string(src))
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		var buf bytes.Buffer
-		if err := tpl.Execute(&buf, top); err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
-		}
-		for _, doc := range strings.Split(buf.String(), "\n---\n") {
-			var m map[string]any
-			if err := yaml.UnmarshalStrict([]byte(doc), &m); err != nil {
-				t.Fatalf("%s renders invalid YAML: %v\n%s", f, err, buf.String())
-			}
-			if len(m) > 0 {
-				docs = append(docs, m)
-			}
-		}
-	}
-	return docs, nil
-}
-
-func setPath(m map[string]any, path string, v any) {
-	parts := strings.Split(path, ".")
-	for _, p := range parts[:len(parts)-1] {
-		m = m[p].(map[string]any)
-	}
-	m[parts[len(parts)-1]] = v
-}
-
-// isHook: Helm hooks (the uninstall Job and its RBAC) are checked by
-// TestUninstallHook, not counted with the release's objects.
-func isHook(d map[string]any) bool {
-	md, _ := d["metadata"].(map[string]any)
-	ann, _ := md["annotations"].(map[string]any)
-	_, ok := ann["helm.sh/hook"]
-	return ok
-}
-
-func kinds(docs []map[string]any) []string {
-	var out []string
-	for _, d := range docs {
-		if isHook(d) {
-			continue
-		}
-		out = append(out, fmt.Sprint(d["kind"]))
-	}
-	sort.Strings(out)
-	return out
-}
-
-func TestChartRenders(t *testing.T) {
-	cases := []struct {
-		name      string
-		overrides map[string]any
-		kinds     string
-		err       string
-	}{
-		{name: "defaults", kinds: "ClusterRole ClusterRoleBinding ConfigMap Deployment Role RoleBinding Service ServiceAccount"},
-		{name: "no leader election, no metrics service, existing SA",
-			overrides: map[string]any{"leaderElection.enabled": false, "metrics.service.enabled": false, "serviceAccount.create": false, "serviceAccount.name": "x"},
-			kinds:     "ClusterRole ClusterRoleBinding ConfigMap Deployment"},
-		{name: "library mount", overrides: map[string]any{"library.install": "mount"}, kinds: "ClusterRole ClusterRoleBinding ConfigMap Deployment Role RoleBinding Service ServiceAccount"},
-		{name: "lazy xDS and workload table",
-			overrides: map[string]any{"lazyXDS.enabled": true, "workloadTable.enabled": true, "workloadTable.tlsSecret": "wt-tls"},
-			kinds:     "ClusterRole ClusterRoleBinding ConfigMap Deployment Role RoleBinding Service Service ServiceAccount"},
-		{name: "workload table without TLS", overrides: map[string]any{"workloadTable.enabled": true}, err: "workloadTable needs tlsSecret"},
-		{name: "bad library install", overrides: map[string]any{"library.install": "curl"}, err: "library.install must be image or mount"},
-		{name: "bad mount method", overrides: map[string]any{"library.install": "mount", "library.mount.method": "hostPath"}, err: "library.mount.method must be imageVolume or initContainer"},
-		{name: "image volume, renamed file", overrides: map[string]any{"library.install": "mount", "library.path": "/etc/leanmesh/x.so"}, err: "must end in /leanmesh.so"},
-		{name: "image, moved library", overrides: map[string]any{"library.path": "/opt/leanmesh/leanmesh.so"}, err: "cannot move it"},
-		{name: "mount over /etc", overrides: map[string]any{"library.install": "mount", "library.path": "/etc/leanmesh.so"}, err: "must be one of its own"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			docs, err := renderChart(t, c.overrides)
-			if c.err != "" {
-				if err == nil || !strings.Contains(err.Error(), c.err) {
-					t.Fatalf("err = %v, want %q", err, c.err)
-				}
-				return
-			}
+// TestHelmLint: `helm lint --strict` (templates, values.schema.json, Chart.yaml,
+// NOTES.txt) passes for every documented value set.
+func TestHelmLint(t *testing.T) {
+	for _, s := range valueSets {
+		t.Run(s.file, func(t *testing.T) {
+			out, err := helm(t, nil, append([]string{"lint", "--strict", ".", "--namespace", releaseNS}, valueArgs(s.file, nil)...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := strings.Join(kinds(docs), " "); got != c.kinds {
-				t.Errorf("kinds %s, want %s", got, c.kinds)
+			if !strings.Contains(out, "0 chart(s) failed") {
+				t.Errorf("helm lint:\n%s", out)
 			}
 		})
 	}
 }
 
-func TestOptionalServicesArgs(t *testing.T) {
-	docs, err := renderChart(t, map[string]any{"lazyXDS.enabled": true, "workloadTable.enabled": true, "workloadTable.plaintext": true})
+func TestHelmTemplate(t *testing.T) {
+	for _, s := range valueSets {
+		t.Run(s.file, func(t *testing.T) {
+			if got := kindsOf(mustTemplate(t, s.file, nil)); got != s.kinds {
+				t.Errorf("kinds\n got %s\nwant %s", got, s.kinds)
+			}
+		})
+	}
+}
+
+// TestRejectedValues: bad values fail at install time with a message, either
+// from values.schema.json or from the templates' checks.
+func TestRejectedValues(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		file string
+		sets map[string]string
+		raw  []string // --set (typed) flags
+		err  string
+	}{
+		{name: "workload table without TLS", raw: []string{"workloadTable.enabled=true"}, err: "workloadTable needs tlsSecret"},
+		{name: "bad library install", sets: map[string]string{"library.install": "curl"}, err: "library.install"},
+		{name: "bad mount method", sets: map[string]string{"library.install": "mount", "library.mount.method": "hostPath"}, err: "library.mount.method"},
+		{name: "image volume, renamed file", sets: map[string]string{"library.install": "mount", "library.path": "/etc/leanmesh/x.so"}, err: "must end in /leanmesh.so"},
+		{name: "image, moved library", sets: map[string]string{"library.path": "/opt/leanmesh/leanmesh.so"}, err: "cannot move it"},
+		{name: "mount over /etc", sets: map[string]string{"library.install": "mount", "library.path": "/etc/leanmesh.so"}, err: "must be one of its own"},
+		{name: "misspelt key", raw: []string{"lazyXds.enabled=true"}, err: "additional properties 'lazyXds' not allowed"},
+		{name: "bad log level", sets: map[string]string{"log.level": "verbose"}, err: "log.level"},
+		{name: "bad revision", sets: map[string]string{"revision": "Canary_1"}, err: "revision"},
+		{name: "port as string", sets: map[string]string{"metrics.port": "8443"}, err: "metrics.port"},
+		{name: "ServiceMonitor without Service", raw: []string{"metrics.serviceMonitor.enabled=true", "metrics.service.enabled=false"}, err: "metrics.serviceMonitor.enabled needs metrics.service.enabled"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var extra []string
+			for _, r := range c.raw {
+				extra = append(extra, "--set", r)
+			}
+			_, err := helmTemplate(t, c.file, c.sets, extra...)
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Fatalf("err = %v, want one containing %q", err, c.err)
+			}
+		})
+	}
+}
+
+// TestValueSetsCoverSchema: across the value sets, every boolean in
+// values.schema.json takes both values and every choice of library.install and
+// library.mount.method is taken (the enums the templates branch on; the
+// others are passed through and checked by the schema).
+func TestValueSetsCoverSchema(t *testing.T) {
+	var schema map[string]any
+	raw, err := os.ReadFile("values.schema.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var all []byte
-	for _, d := range docs {
-		b, _ := yaml.Marshal(d)
-		all = append(all, b...)
+	if err := json.Unmarshal(raw, &schema); err != nil {
+		t.Fatal(err)
 	}
-	for _, want := range []string{"--lazyxds", "--lazyxds-als-address=:15014", "--lazyxds-als-host=leanmesh-controller.", "--workload-table-plaintext",
-		"--workload-table-address=:15013", "name: grpc-als", "name: grpc-workloads", "targetPort: grpc-als"} {
-		if !bytes.Contains(all, []byte(want)) {
-			t.Errorf("chart lacks %q", want)
+	want := map[string][]any{}
+	var walk func(prefix string, s map[string]any)
+	walk = func(prefix string, s map[string]any) {
+		props, _ := s["properties"].(map[string]any)
+		for k, v := range props {
+			p := strings.TrimPrefix(prefix+"."+k, ".")
+			sub := v.(map[string]any)
+			switch {
+			case sub["type"] == "boolean":
+				want[p] = []any{true, false}
+			case sub["enum"] != nil && (p == "library.install" || p == "library.mount.method"):
+				want[p] = sub["enum"].([]any)
+			}
+			walk(p, sub)
 		}
 	}
+	walk("", schema)
+	defaults := readYAML(t, "values.yaml")
+	seen := map[string][]any{}
+	for _, s := range valueSets {
+		v := mergeValues(defaults, readYAML(t, filepath.Join("testdata", "values", s.file)))
+		for p := range want {
+			if x, ok := lookup(v, p); ok && !slices.Contains(seen[p], x) {
+				seen[p] = append(seen[p], x)
+			}
+		}
+	}
+	for p, vals := range want {
+		for _, x := range vals {
+			if !slices.Contains(seen[p], x) {
+				t.Errorf("no value set has %s=%v", p, x)
+			}
+		}
+	}
+	if len(want) < 10 {
+		t.Errorf("only %d switches found in values.schema.json: %v", len(want), want)
+	}
+}
+
+func mergeValues(base, over map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range over {
+		if bm, ok := out[k].(map[string]any); ok {
+			if om, ok := v.(map[string]any); ok {
+				out[k] = mergeValues(bm, om)
+				continue
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func lookup(m map[string]any, path string) (any, bool) {
+	var cur any = m
+	for _, p := range strings.Split(path, ".") {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = mm[p]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
 }
 
 func TestDeploymentArgs(t *testing.T) {
-	docs, err := renderChart(t, map[string]any{"image.tag": "v9"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range docs {
-		if d["kind"] != "Deployment" {
-			continue
-		}
-		b, _ := yaml.Marshal(d)
-		for _, want := range []string{"image: ghcr.io/leanmesh/leanmesh:v9", "- controller", "--leader-elect=true", "--root-namespace=istio-system", "path: /readyz", "sidecar.istio.io/inject: \"false\""} {
-			if !bytes.Contains(b, []byte(want)) {
-				t.Errorf("deployment lacks %q:\n%s", want, b)
+	for _, c := range []struct {
+		file      string
+		want, not []string
+	}{
+		{"default.yaml", []string{"image: ghcr.io/leanmesh/leanmesh:" + chartAppVersion(t), "- controller", "--leader-elect=true",
+			"--root-namespace=istio-system", "--metrics-bind-address=:8443", "--metrics-secure=true", "path: /readyz",
+			`sidecar.istio.io/inject: "false"`, "topologyKey: kubernetes.io/hostname", "topologyKey: topology.kubernetes.io/zone",
+			"runAsNonRoot: true", "readOnlyRootFilesystem: true"},
+			[]string{"--istio-revision", "--lazyxds", "--workload-table", "--metrics-cert-dir"}},
+		{"minimal.yaml", []string{"--metrics-bind-address=0", "--leader-elect=false", "serviceAccountName: existing-sa"},
+			[]string{"topologySpreadConstraints", "name: metrics"}},
+		{"metrics-plain.yaml", []string{"--metrics-bind-address=:8080", "--metrics-secure=false"}, nil},
+		{"metrics-secure-servicemonitor.yaml", []string{"--metrics-cert-dir=/etc/leanmesh/metrics-tls", "secretName: leanmesh-metrics-tls"}, nil},
+		{"lazyxds-workloadtable-revision.yaml", []string{"--istio-revision=canary-1-31", "--lazyxds", "--lazyxds-als-address=:15014",
+			"--lazyxds-als-host=leanmesh-controller.leanmesh-system.svc.cluster.local", "--workload-table-tls-cert=/etc/leanmesh/workload-table-tls/tls.crt",
+			"secretName: leanmesh-workload-table-tls", "name: grpc-als", "name: grpc-workloads"}, nil},
+		{"workloadtable-plaintext.yaml", []string{"--workload-table-plaintext", "--workload-table-address=:15013"}, []string{"workload-table-tls"}},
+		{"scheduling-and-image.yaml", []string{"image: registry.example/leanmesh/leanmesh:0.1.0-rc1", "imagePullPolicy: Always",
+			"whenUnsatisfiable: DoNotSchedule", "--log-format=text", "--root-namespace=istio-config", "priorityClassName: platform-critical",
+			"name: regcred", "example.com/tier: platform"}, []string{"kubernetes.io/hostname"}},
+	} {
+		t.Run(c.file, func(t *testing.T) {
+			objs := mustTemplate(t, c.file, nil)
+			dep := find(objs, "Deployment", releaseName+"-controller")
+			if dep == nil {
+				t.Fatal("no Deployment")
 			}
-		}
-		return
+			b, _ := yaml.Marshal(dep.Object)
+			for _, w := range c.want {
+				if !bytes.Contains(b, []byte(w)) {
+					t.Errorf("Deployment lacks %q", w)
+				}
+			}
+			for _, n := range c.not {
+				if bytes.Contains(b, []byte(n)) {
+					t.Errorf("Deployment has %q", n)
+				}
+			}
+			if t.Failed() {
+				t.Logf("%s", b)
+			}
+		})
 	}
-	t.Fatal("no Deployment")
 }
 
-// TestRBACMatchesGenerated keeps the chart's rules equal to what
-// controller-gen derives from the +kubebuilder:rbac markers.
-func TestRBACMatchesGenerated(t *testing.T) {
-	raw, err := os.ReadFile("../../config/rbac/role.yaml")
+// TestControllerImageMatchesMake: the chart's default image is the one
+// `make controller-image` builds and tags.
+func TestControllerImageMatchesMake(t *testing.T) {
+	out, err := exec.Command("make", "-s", "-C", "../..", "print-images").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make print-images: %v\n%s", err, out)
+	}
+	var want string
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(l, "CONTROLLER_IMAGE="); ok {
+			want = v
+		}
+	}
+	dep := find(mustTemplate(t, "default.yaml", nil), "Deployment", releaseName+"-controller")
+	containers, _, _ := unstructuredSlice(dep.Object, "spec", "template", "spec", "containers")
+	if got := containers[0].(map[string]any)["image"]; want == "" || got != want {
+		t.Errorf("chart default image %v, make controller-image tags %q", got, want)
+	}
+}
+
+func unstructuredSlice(obj map[string]any, fields ...string) ([]any, bool, error) {
+	var cur any = obj
+	for _, f := range fields {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false, fmt.Errorf("%s is not a map", f)
+		}
+		cur = m[f]
+	}
+	s, ok := cur.([]any)
+	return s, ok, nil
+}
+
+func chartAppVersion(t testing.TB) string {
+	return fmt.Sprint(readYAML(t, "Chart.yaml")["appVersion"])
+}
+
+// generatedRules reads controller-gen's role.yaml for a feature: kind -> rules.
+func generatedRules(t *testing.T, path string) map[string][]rbacv1.PolicyRule {
+	t.Helper()
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	generated := map[string][]rbacv1.PolicyRule{}
+	out := map[string][]rbacv1.PolicyRule{}
 	for _, doc := range strings.Split(string(raw), "\n---\n") {
 		var r struct {
 			Kind  string              `json:"kind"`
@@ -226,60 +293,109 @@ func TestRBACMatchesGenerated(t *testing.T) {
 			t.Fatal(err)
 		}
 		if r.Kind != "" {
-			generated[r.Kind] = r.Rules
+			out[r.Kind] = r.Rules
 		}
 	}
-	docs, err := renderChart(t, nil)
-	if err != nil {
-		t.Fatal(err)
+	return out
+}
+
+// TestRBACPerFeature: the chart grants exactly the generated rules of the
+// features a value set turns on, under the feature's label, and nothing of
+// the others (no Deployment/Service writes without lazy xDS; the snapshot
+// ConfigMap Role without leader election).
+func TestRBACPerFeature(t *testing.T) {
+	features := map[string][]string{
+		"default.yaml":                        {"core", "leader-election", "metrics-auth"},
+		"minimal.yaml":                        {"core"},
+		"metrics-plain.yaml":                  {"core", "leader-election"},
+		"lazyxds-workloadtable-revision.yaml": {"core", "leader-election", "metrics-auth", "lazyxds", "workload-table"},
+		"lazyxds-no-leader-election.yaml":     {"core", "metrics-auth", "lazyxds"},
+		"workloadtable-plaintext.yaml":        {"core", "leader-election", "metrics-auth", "workload-table"},
 	}
-	for _, d := range docs {
-		kind := fmt.Sprint(d["kind"])
-		if (kind != "ClusterRole" && kind != "Role") || isHook(d) {
-			continue
-		}
-		b, _ := yaml.Marshal(d["rules"])
-		var rules []rbacv1.PolicyRule
-		if err := yaml.Unmarshal(b, &rules); err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(rules, generated[kind]) {
-			t.Errorf("chart %s rules differ from config/rbac/role.yaml:\nchart:     %+v\ngenerated: %+v", kind, rules, generated[kind])
-		}
+	for file, want := range features {
+		t.Run(file, func(t *testing.T) {
+			got := map[string]map[string][]rbacv1.PolicyRule{}
+			for _, o := range mustTemplate(t, file, nil) {
+				if (o.GetKind() != "ClusterRole" && o.GetKind() != "Role") || isHook(o) {
+					continue
+				}
+				f := o.GetLabels()["leanmesh.io/rbac-feature"]
+				if f == "" {
+					if o.GetName() != releaseName+"-metrics-reader" {
+						t.Errorf("%s %s has no leanmesh.io/rbac-feature label", o.GetKind(), o.GetName())
+					}
+					continue
+				}
+				var r rbacv1.ClusterRole
+				if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &r); err != nil {
+					t.Fatal(err)
+				}
+				if got[f] == nil {
+					got[f] = map[string][]rbacv1.PolicyRule{}
+				}
+				got[f][o.GetKind()] = r.Rules
+			}
+			var names []string
+			for f := range got {
+				names = append(names, f)
+			}
+			sort.Strings(names)
+			w := slices.Clone(want)
+			sort.Strings(w)
+			if !slices.Equal(names, w) {
+				t.Errorf("features granted %v, want %v", names, w)
+			}
+			for f, byKind := range got {
+				gen := generatedRules(t, filepath.Join("../../config/rbac", f, "role.yaml"))
+				if !reflect.DeepEqual(byKind, gen) {
+					t.Errorf("feature %s: chart rules differ from config/rbac/%s/role.yaml:\nchart: %+v\ngenerated: %+v", f, f, byKind, gen)
+				}
+			}
+		})
 	}
 }
 
-func TestCRDsMatchGenerated(t *testing.T) {
-	gen, err := filepath.Glob("../../config/crd/bases/*.yaml")
-	if err != nil || len(gen) == 0 {
-		t.Fatalf("no generated CRDs: %v", err)
+// The chart's copies of generated files are identical (make generate copies
+// them; make verify also catches a stale copy).
+func TestGeneratedCopies(t *testing.T) {
+	pairs := map[string]string{}
+	crds, _ := filepath.Glob("../../config/crd/bases/*.yaml")
+	for _, g := range crds {
+		pairs[g] = filepath.Join("crds", filepath.Base(g))
 	}
-	for _, g := range gen {
-		want, _ := os.ReadFile(g)
-		got, err := os.ReadFile(filepath.Join("crds", filepath.Base(g)))
+	roles, _ := filepath.Glob("../../config/rbac/*/role.yaml")
+	for _, g := range roles {
+		pairs[g] = filepath.Join("files", "rbac", filepath.Base(filepath.Dir(g))+".yaml")
+	}
+	if len(crds) == 0 || len(roles) < 5 {
+		t.Fatalf("generated files: %d CRDs, %d feature roles", len(crds), len(roles))
+	}
+	for gen, cp := range pairs {
+		want, _ := os.ReadFile(gen)
+		got, err := os.ReadFile(cp)
 		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("crds/%s differs from %s (make generate copies it)", filepath.Base(g), g)
+			t.Errorf("%s differs from %s (make generate copies it)", cp, gen)
 		}
+	}
+	copies, _ := filepath.Glob("files/rbac/*.yaml")
+	if len(copies) != len(roles) {
+		t.Errorf("files/rbac has %d files, config/rbac %d features", len(copies), len(roles))
 	}
 }
 
 // TestUninstallHook: helm uninstall runs leanmesh uninstall as a pre-delete
 // Job, with just the permissions it needs; it can be switched off.
 func TestUninstallHook(t *testing.T) {
-	docs, err := renderChart(t, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var hooks []string
 	var args []any
-	for _, d := range docs {
-		if !isHook(d) {
+	for _, o := range mustTemplate(t, "", nil) {
+		if !isHook(o) {
 			continue
 		}
-		hooks = append(hooks, fmt.Sprint(d["kind"]))
-		if d["kind"] == "Job" {
-			spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
-			args = spec["containers"].([]any)[0].(map[string]any)["args"].([]any)
+		hooks = append(hooks, o.GetKind())
+		if o.GetKind() == "Job" {
+			containers, _, _ := unstructuredSlice(o.Object, "spec", "template", "spec", "containers")
+			args = containers[0].(map[string]any)["args"].([]any)
 		}
 	}
 	sort.Strings(hooks)
@@ -289,13 +405,13 @@ func TestUninstallHook(t *testing.T) {
 	if fmt.Sprint(args) != "[uninstall --namespace=leanmesh-system --deployment=leanmesh-controller]" {
 		t.Errorf("job args %v", args)
 	}
-	docs, err = renderChart(t, map[string]any{"uninstallHook.enabled": false})
+	objs, err := helmTemplate(t, "", nil, "--set", "uninstallHook.enabled=false")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range docs {
-		if isHook(d) {
-			t.Errorf("hook %v rendered while disabled", d["kind"])
+	for _, o := range objs {
+		if isHook(o) {
+			t.Errorf("hook %s rendered while disabled", o.GetKind())
 		}
 	}
 }

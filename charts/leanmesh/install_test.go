@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"text/template"
 
 	"sigs.k8s.io/yaml"
 
@@ -23,33 +22,27 @@ var update = flag.Bool("update", false, "rewrite testdata/library-install-*.yaml
 // that must render the same patch.
 var installCases = []struct {
 	name      string
-	overrides map[string]any
+	overrides map[string]string
 	want      podpatch.Options
 }{
 	{"image", nil, podpatch.Options{Mode: podpatch.ModeImage, EnvoyVersion: "1.39.1", Image: "ghcr.io/leanmesh/proxyv2:1.31.1-leanmesh0.1.0"}},
-	{"mount-imageVolume", map[string]any{"library.install": "mount"},
+	{"mount-imageVolume", map[string]string{"library.install": "mount"},
 		podpatch.Options{Mode: podpatch.ModeImageVolume, EnvoyVersion: "1.39.1", Image: "ghcr.io/leanmesh/leanmesh-library:0.1.0-envoy1.39.1"}},
-	{"mount-initContainer", map[string]any{"library.install": "mount", "library.mount.method": "initContainer"},
+	{"mount-initContainer", map[string]string{"library.install": "mount", "library.mount.method": "initContainer"},
 		podpatch.Options{Mode: podpatch.ModeInitContainer, EnvoyVersion: "1.39.1", Image: "ghcr.io/leanmesh/leanmesh-library:0.1.0-envoy1.39.1-init"}},
-	{"mount-initContainer-istio1.29", map[string]any{
+	{"mount-initContainer-istio1.29", map[string]string{
 		"library.install": "mount", "library.mount.method": "initContainer", "library.istioRelease": "1.29.2", "library.envoyVersion": "1.37.1",
 		"library.path": "/opt/leanmesh/lib/leanmesh-1.37.so", "library.mount.image": "registry.example/lm-init:1", "library.mount.pullPolicy": "Always"},
 		podpatch.Options{Mode: podpatch.ModeInitContainer, EnvoyVersion: "1.37.1", Image: "registry.example/lm-init:1", LibraryPath: "/opt/leanmesh/lib/leanmesh-1.37.so", PullPolicy: "Always"}},
 }
 
-func libraryConfigMap(t *testing.T, overrides map[string]any) map[string]any {
+func libraryConfigMap(t *testing.T, overrides map[string]string) map[string]any {
 	t.Helper()
-	docs, err := renderChart(t, overrides)
-	if err != nil {
-		t.Fatal(err)
+	cm := find(mustTemplate(t, "", overrides), "ConfigMap", releaseName+"-library-install")
+	if cm == nil {
+		t.Fatal("no library-install ConfigMap")
 	}
-	for _, d := range docs {
-		if d["kind"] == "ConfigMap" && strings.HasSuffix(d["metadata"].(map[string]any)["name"].(string), "-library-install") {
-			return d
-		}
-	}
-	t.Fatal("no library-install ConfigMap")
-	return nil
+	return cm.Object
 }
 
 // TestLibraryInstallGolden pins the ConfigMap of each install path and checks
@@ -112,11 +105,11 @@ func TestLibraryDefaultsMatchMatrixAndMake(t *testing.T) {
 			k, v, _ := strings.Cut(l, "=")
 			images[k] = v
 		}
-		row := map[string]any{"library.istioRelease": r.Istio, "library.envoyVersion": r.Envoy}
+		row := map[string]string{"library.istioRelease": r.Istio, "library.envoyVersion": r.Envoy}
 		for mode, key := range map[string]string{"image": "PROXY_IMAGE", "imageVolume": "LIBRARY_IMAGE", "initContainer": "LIBRARY_INIT_IMAGE"} {
-			o := map[string]any{"library.install": "mount", "library.mount.method": mode}
+			o := map[string]string{"library.install": "mount", "library.mount.method": mode}
 			if mode == "image" {
-				o = map[string]any{}
+				o = map[string]string{}
 			}
 			for k, v := range row {
 				o[k] = v
@@ -126,26 +119,5 @@ func TestLibraryDefaultsMatchMatrixAndMake(t *testing.T) {
 				t.Errorf("Istio %s %s: chart patch does not use %s=%s:\n%s", r.Istio, mode, key, images[key], patch)
 			}
 		}
-	}
-}
-
-// NOTES.txt is Helm-only output; it must still parse and render with the
-// functions the other templates are limited to.
-func TestNotesRender(t *testing.T) {
-	src, err := os.ReadFile("templates/NOTES.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl, err := template.New("NOTES").Option("missingkey=error").Funcs(helmFuncs).Parse(string(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	values := readYAML(t, "values.yaml")
-	var buf bytes.Buffer
-	if err := tpl.Execute(&buf, map[string]any{"Values": values, "Release": map[string]any{"Name": "leanmesh", "Namespace": "leanmesh-system"}}); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(buf.String(), "leanmesh-library-install") {
-		t.Errorf("NOTES:\n%s", buf.String())
 	}
 }

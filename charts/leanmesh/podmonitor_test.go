@@ -9,29 +9,20 @@ import (
 // The PodMonitor is off by default; enabled, it keeps the named port on
 // istio-proxy only and carries the labels a kube-prometheus-stack selects.
 func TestPodMonitor(t *testing.T) {
-	docs, err := renderChart(t, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range kinds(docs) {
-		if k == "PodMonitor" {
+	for _, o := range mustTemplate(t, "", nil) {
+		if o.GetKind() == "PodMonitor" {
 			t.Fatal("PodMonitor rendered while podMonitor.enabled=false")
 		}
 	}
-	docs, err = renderChart(t, map[string]any{"podMonitor.enabled": true, "podMonitor.interval": "15s"})
+	docs, err := helmTemplate(t, "", map[string]string{"podMonitor.interval": "15s"}, "--set", "podMonitor.enabled=true")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pm map[string]any
-	for _, d := range docs {
-		if d["kind"] == "PodMonitor" {
-			pm = d
-		}
-	}
+	pm := find(docs, "PodMonitor", releaseName+"-proxies")
 	if pm == nil {
 		t.Fatal("no PodMonitor with podMonitor.enabled=true")
 	}
-	b, _ := yaml.Marshal(pm)
+	b, _ := yaml.Marshal(pm.Object)
 	var got struct {
 		Metadata struct {
 			Namespace string            `json:"namespace"`

@@ -69,6 +69,9 @@ type Reconciler struct {
 	Recorder  events.EventRecorder
 	// RootNamespace is Istio's config root namespace (mesh-wide policies).
 	RootNamespace string
+	// IstioRevision labels the objects of policies without their own
+	// spec.istioRevision (istio.io/rev), so only that istiod applies them.
+	IstioRevision string
 	Matrix        release.Matrix
 	Metrics       *Metrics
 	// Checks decide whether a policy may be rendered (validation.Default()
@@ -160,7 +163,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 
 	// 3. Render once.
 	placements, unplaced := placementsFor(&p, r.RootNamespace, rel.Envoy, configured, outcome)
-	out, err := render.Render(render.Input{Policy: r.carryOver(&p, st, in), RootNamespace: r.RootNamespace, Matrix: r.Matrix, LibraryPaths: r.LibraryPaths})
+	out, err := render.Render(render.Input{Policy: r.withDefaultRevision(r.carryOver(&p, st, in)), RootNamespace: r.RootNamespace, Matrix: r.Matrix, LibraryPaths: r.LibraryPaths})
 	var invalid *render.Error
 	if errors.As(err, &invalid) {
 		return ctrl.Result{}, r.refuse(ctx, &p, st, &validation.Result{Check: "Render", Reason: v1alpha1.ReasonInvalidConfig, Message: invalid.Msg})

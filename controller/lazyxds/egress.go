@@ -71,7 +71,11 @@ func RenderEgress(eg Egress, httpPorts []uint32) EgressObjects {
 	ports = slices.Compact(ports)
 
 	podLabels := meta("").Labels
-	podLabels["sidecar.istio.io/inject"] = "true"
+	if eg.Revision != "" {
+		podLabels["istio.io/rev"] = eg.Revision
+	} else {
+		podLabels["sidecar.istio.io/inject"] = "true"
+	}
 	dep := &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: meta(eg.Name),

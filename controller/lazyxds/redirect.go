@@ -34,6 +34,9 @@ type Egress struct {
 	// ALSHost/ALSPort address the controller's AccessLogService.
 	ALSHost string // default "leanmesh-controller.leanmesh-system.svc.<domain>"
 	ALSPort uint32 // default 9977
+	// Revision is the istiod revision that injects the egress pods (label
+	// istio.io/rev); empty: the default injector (sidecar.istio.io/inject).
+	Revision string
 }
 
 func (e Egress) withDefaults() Egress {

@@ -298,3 +298,22 @@ func TestPatchesAreValidEnvoyConfig(t *testing.T) {
 		}
 	}
 }
+
+// A revisioned Istio injects the egress through istio.io/rev, which only
+// that revision's webhook selects; sidecar.istio.io/inject needs a default.
+func TestRenderEgressRevision(t *testing.T) {
+	for rev, want := range map[string]map[string]string{
+		"":       {"sidecar.istio.io/inject": "true"},
+		"canary": {"istio.io/rev": "canary"},
+	} {
+		l := RenderEgress(Egress{Revision: rev}, nil).Deployment.Spec.Template.Labels
+		for k, v := range want {
+			if l[k] != v {
+				t.Errorf("revision %q: pod label %s=%q, want %q", rev, k, l[k], v)
+			}
+		}
+		if _, both := l["istio.io/rev"]; both && l["sidecar.istio.io/inject"] != "" {
+			t.Errorf("revision %q: both injection labels: %v", rev, l)
+		}
+	}
+}

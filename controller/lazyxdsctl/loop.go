@@ -83,6 +83,8 @@ type Options struct {
 	// leanmesh-controller.<Namespace>.svc.<domain> and ALSAddress's port).
 	ALSHost string
 	ALSPort uint32
+	// IstioRevision injects the lazy egress with that istiod revision.
+	IstioRevision string
 	// Namespace is the controller's namespace: the snapshot ConfigMap lives there.
 	Namespace     string
 	ConfigMapName string // default DefaultConfigMapName
@@ -210,7 +212,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*Loop, error) {
 			// every Sidecar, so this collapses into it.
 			EgressHost: opts.RootNamespace + "/*",
 		}),
-		egress:       lazyxds.Egress{ClusterDomain: opts.ClusterDomain, ALSHost: opts.ALSHost, ALSPort: opts.ALSPort},
+		egress:       lazyxds.Egress{ClusterDomain: opts.ClusterDomain, ALSHost: opts.ALSHost, ALSPort: opts.ALSPort, Revision: opts.IstioRevision},
 		pods:         map[types.NamespacedName]podFacts{},
 		workloads:    map[lazyxds.WorkloadKey]*wlState{},
 		policies:     map[types.NamespacedName]*v1alpha1.LazyXDS{},

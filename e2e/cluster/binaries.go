@@ -118,7 +118,7 @@ func EnsureBinaries(ctx context.Context, progress io.Writer) (Binaries, error) {
 	}
 	fmt.Fprintf(progress, "e2e/cluster: missing %s; running %s (cache %s)\n", strings.Join(missing, ", "), script, CacheDir())
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, "bash", script, "all")
+	cmd := exec.CommandContext(ctx, "bash", script, "cluster")
 	cmd.Env = append(os.Environ(),
 		"K8S_VERSION="+KubernetesVersion,
 		"ISTIO_VERSION="+IstioVersion,

@@ -1,27 +1,48 @@
 #!/usr/bin/env bash
-# build-binaries.sh — builds (once) and caches the real control-plane binaries
-# the e2e/cluster package runs: kube-apiserver (k8s.io/kubernetes),
-# pilot-discovery (istio.io/istio), plus etcd from Debian and Istio's CRDs.
+# build-binaries.sh — the one set-up script: installs (once) every tool the
+# tests run and caches the real control-plane binaries. `make test` (target
+# `setup`) and .ci/run both call it; the Go tests call it for what they miss.
+#   Debian: etcd, shellcheck, Prometheus (server + promtool)
+#   Go modules, built and cached by version: kube-apiserver (k8s.io/kubernetes),
+#   pilot-discovery (istio.io/istio), helm (helm.sh/helm/v3), golangci-lint,
+#   controller-gen; Istio's CRDs from istio.io/api.
 #
-# Idempotent: every artifact is cached by version outside the repo and only
-# rebuilt when missing. Scratch Go modules live in the cache too, so the
-# project's go.mod is never touched.
+# Idempotent and resumable: every artifact is cached by version outside the
+# repo, written under a temporary name and renamed when complete, so an
+# interrupted run resumes where it stopped (Go's build cache keeps compiled
+# packages). Scratch Go modules live in the cache, so the project's go.mod is
+# never touched. Each artifact has its own lock: concurrent callers (parallel
+# `go test` packages) wait only for the artifact they need, and `all` builds
+# independent artifacts at the same time.
 #
 # Layout (CACHE = ${LEANMESH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/leanmesh}):
 #   $CACHE/bin/kube-apiserver-<ver>/kube-apiserver
 #   $CACHE/bin/pilot-discovery-<ver>/pilot-discovery
 #   $CACHE/bin/kubectl-<ver>/kubectl          (only when built, see below)
+#   $CACHE/bin/helm-<ver>/helm
+#   $CACHE/bin/golangci-lint-<ver>/golangci-lint
+#   $CACHE/bin/controller-gen-<ver>/controller-gen
 #   $CACHE/crds/istio-api-<ver>/customresourcedefinitions.gen.yaml
+#   $CACHE/crds/prometheus-operator-<ver>/      (ServiceMonitor, PodMonitor CRDs)
 #   $CACHE/src/<component>-<ver>/            (scratch modules)
 #
-# Usage: build-binaries.sh [all|etcd|tools|kube-apiserver|pilot-discovery|kubectl|crds|paths]...
-# Env:   K8S_VERSION, ISTIO_VERSION, ISTIO_API_VERSION override versions;
-#        LEANMESH_BUILD_KUBECTL=1 builds kubectl when none is installed.
+# Usage: build-binaries.sh [all|cluster|debian|etcd|tools|kube-apiserver|pilot-discovery|kubectl|crds|monitoring-crds|helm|golangci-lint|controller-gen|paths]...
+# Env:   K8S_VERSION, ISTIO_VERSION, ISTIO_API_VERSION, HELM_VERSION,
+#        GOLANGCI_LINT_VERSION, CONTROLLER_GEN_VERSION, PROMETHEUS_OPERATOR_VERSION
+#        override versions;
+#        LEANMESH_BUILD_KUBECTL=1 builds kubectl when none is installed;
+#        APT_LOCK_TIMEOUT (seconds, default 1200) bounds the wait for another
+#        apt/dpkg process.
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.37.0}"
 ISTIO_VERSION="${ISTIO_VERSION:-v0.0.0-20260827124520-eed52ebb66ad}"
 ISTIO_API_VERSION="${ISTIO_API_VERSION:-v1.31.1}"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+GOLANGCI_LINT_VERSION="${GOLANGCI_LINT_VERSION:-v2.15.0}"
+CONTROLLER_GEN_VERSION="${CONTROLLER_GEN_VERSION:-v0.23.0}"
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
+APT_LOCK_TIMEOUT="${APT_LOCK_TIMEOUT:-1200}"
 CACHE="${LEANMESH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/leanmesh}"
 
 # Scratch modules must not see the project's go.mod / go.work or its GOFLAGS.
@@ -34,52 +55,110 @@ die() { log "ERROR: $*"; exit 1; }
 command -v go >/dev/null || die "go not found in PATH"
 mkdir -p "$CACHE/bin" "$CACHE/src" "$CACHE/crds"
 
-# One build at a time per cache: parallel `go test` packages may all call us.
-if [[ -z "${LEANMESH_BUILD_LOCKED:-}" ]] && command -v flock >/dev/null; then
-	export LEANMESH_BUILD_LOCKED=1
-	log "waiting for lock $CACHE/.build.lock"
-	exec flock "$CACHE/.build.lock" "$0" "$@"
-fi
+# locked NAME CMD...: runs CMD holding $CACHE/.lock.NAME, so two callers never
+# build the same artifact while different artifacts build side by side.
+locked() {
+	local name="$1"
+	shift
+	if ! command -v flock >/dev/null; then "$@"; return; fi
+	(
+		if ! flock -n 9; then
+			log "$name: another build-binaries.sh is building it; waiting for $CACHE/.lock.$name"
+			flock 9
+		fi
+		"$@"
+	) 9>"$CACHE/.lock.$name"
+}
 
 k8s_minor() { local v="${1#v}"; v="${v#*.}"; echo "${v%%.*}"; }
 
-# --- etcd (Debian) ----------------------------------------------------------
-apt_updated=""
+# --- Debian packages: etcd, shellcheck, Prometheus (server + promtool) -------
+# debian_missing: the packages whose commands are absent.
+debian_missing() {
+	{ [[ -x /usr/bin/etcd ]] && command -v etcdctl >/dev/null; } || echo "etcd-server etcd-client"
+	command -v shellcheck >/dev/null || echo shellcheck
+	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || echo prometheus
+}
+
+# apt_install PKG...: waits for another apt/dpkg process (a fresh machine often
+# runs unattended upgrades) instead of failing on its lock, and says so.
+# apt-get install honours DPkg::Lock::Timeout; apt-get update's lists lock has
+# no timeout option, so update is retried while another process holds it.
 apt_install() {
 	command -v apt-get >/dev/null || die "apt-get not available; install $* manually"
-	local sudo=""
-	[[ $(id -u) -ne 0 ]] && sudo="sudo"
-	if [[ -z "$apt_updated" ]]; then
-		log "apt-get update (waits up to 10 min for another apt/dpkg process to release its lock)"
-		$sudo apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
-		apt_updated=1
-	fi
-	log "apt-get install $*"
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >&2
+	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT")
+	[[ $(id -u) -ne 0 ]] && apt=(sudo "${apt[@]}")
+	log "apt-get install $* (if another apt/dpkg process holds the lock, waits up to ${APT_LOCK_TIMEOUT}s; apt names the holder)"
+	if "${apt[@]}" install -y -qq "$@" >&2; then return; fi
+	# Usually empty package lists on a fresh machine: update, then retry.
+	local deadline=$((SECONDS + APT_LOCK_TIMEOUT)) out
+	log "apt-get update"
+	until out=$("${apt[@]}" update -qq 2>&1); do
+		if grep -qi 'lock' <<<"$out" && ((SECONDS < deadline)); then
+			log "apt-get update: waiting for another process to release the apt lists lock: $(grep -m1 -i lock <<<"$out")"
+			sleep 10
+			continue
+		fi
+		printf '%s\n' "$out" >&2
+		die "apt-get update failed"
+	done
+	"${apt[@]}" install -y -qq "$@" >&2 || die "apt-get install $* failed"
 }
 
-build_etcd() {
-	if [[ -x /usr/bin/etcd ]] && command -v etcdctl >/dev/null; then
-		log "etcd: present ($(/usr/bin/etcd --version 2>/dev/null | head -1))"
-		return
+build_debian() {
+	local missing
+	read -r -a missing <<<"$(debian_missing | tr '\n' ' ')"
+	if [[ ${#missing[@]} -gt 0 ]]; then
+		apt_install "${missing[@]}"
+		# Debian's package enables a system service; the tests start their own servers.
+		if command -v systemctl >/dev/null && [[ " ${missing[*]} " == *" prometheus "* ]]; then
+			systemctl disable --now prometheus >/dev/null 2>&1 || true
+		fi
+		missing=()
+		read -r -a missing <<<"$(debian_missing | tr '\n' ' ')"
+		[[ ${#missing[@]} -eq 0 ]] || die "installed but still missing: ${missing[*]}"
 	fi
-	apt_install etcd-server etcd-client
-	[[ -x /usr/bin/etcd ]] || die "etcd-server installed but /usr/bin/etcd missing"
-	log "etcd: installed ($(/usr/bin/etcd --version | head -1))"
+	log "debian: etcd $(/usr/bin/etcd --version 2>/dev/null | awk 'NR==1{print $3}'), shellcheck $(shellcheck --version | awk '/^version/{print $2}'), $(prometheus --version 2>&1 | awk 'NR==1{print $3}') prometheus + promtool"
 }
 
-# --- tools the tests run (Debian): shellcheck, Prometheus server + promtool ----
-build_tools() {
-	local missing=()
-	command -v shellcheck >/dev/null || missing+=(shellcheck)
-	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
-	if [[ ${#missing[@]} -eq 0 ]]; then
-		log "tools: present (shellcheck, $(prometheus --version 2>/dev/null | head -1))"
-		return
-	fi
-	apt_install "${missing[@]}"
-	# Debian's package enables a system service; the tests start their own servers.
-	if command -v systemctl >/dev/null; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+# go_install NAME MODULE_PATH/cmd VERSION LDFLAGS: a module that builds with
+# `go install pkg@version` (no replace directives), into $CACHE/bin/NAME-VERSION.
+go_install() {
+	local name="$1" pkg="$2" ver="$3" ldflags="$4" out="$CACHE/bin/$1-$3"
+	if [[ -x "$out/$name" ]]; then log "$name $ver: cached at $out/$name"; return; fi
+	log "$name $ver: go install $pkg@$ver"
+	local start tmp
+	start=$(date +%s)
+	tmp=$(mktemp -d "$CACHE/bin/.$name-XXXXXX")
+	GOBIN="$tmp" go install -trimpath -ldflags "$ldflags" "$pkg@$ver" >&2 || { rm -rf "$tmp"; die "go install $pkg@$ver failed"; }
+	mkdir -p "$out"
+	mv "$tmp/$name" "$out/$name" && rm -rf "$tmp" # atomic: a partial binary never looks cached
+	log "$name $ver: built in $(($(date +%s) - start))s -> $out/$name"
+}
+
+# helm: the CLI users run, so the chart tests see Helm's real renderer, lint
+# rules and schema validation. Its default Kubernetes version is set the way
+# Helm's Makefile sets it (from its client-go requirement): without it, it
+# assumes 1.20 and refuses the chart's kubeVersion.
+build_helm() {
+	local gomod minor
+	gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+	[[ -f "$gomod" ]] || die "cannot download helm.sh/helm/v3@$HELM_VERSION"
+	minor=$(awk '$1=="k8s.io/client-go" {split($2, v, "."); print v[2]}' "$gomod")
+	[[ -n "$minor" ]] || die "helm $HELM_VERSION: no k8s.io/client-go requirement in its go.mod"
+	go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "-s -w \
+		-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+		-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor \
+		-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
+}
+
+build_golangci_lint() {
+	go_install golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint "$GOLANGCI_LINT_VERSION" \
+		"-s -w -X main.version=${GOLANGCI_LINT_VERSION#v}"
+}
+
+build_controller_gen() {
+	go_install controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen "$CONTROLLER_GEN_VERSION" "-s -w"
 }
 
 # --- kubernetes scratch module (kube-apiserver, kubectl) ----------------------
@@ -140,8 +219,8 @@ k8s_build() { # $1 = command name (kube-apiserver|kubectl)
 		-X k8s.io/component-base/version.gitMajor=1 \
 		-X k8s.io/component-base/version.gitMinor=$minor \
 		-X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION" \
-		-o "$out/$name.tmp" "k8s.io/kubernetes/cmd/$name" >&2) || die "go build $name $K8S_VERSION failed"
-	mv "$out/$name.tmp" "$out/$name" # atomic: a partial binary never looks cached
+		-o "$out/$name.tmp.$$" "k8s.io/kubernetes/cmd/$name" >&2) || die "go build $name $K8S_VERSION failed"
+	mv "$out/$name.tmp.$$" "$out/$name" # atomic: a partial binary never looks cached
 	log "$name $K8S_VERSION: built in $(($(date +%s) - start))s -> $out/$name"
 }
 
@@ -198,9 +277,9 @@ build_pilot() {
 	local start
 	start=$(date +%s)
 	mkdir -p "$out"
-	(cd "$dir" && go build -trimpath -ldflags '-s -w' -o "$out/pilot-discovery.tmp" istio.io/istio/pilot/cmd/pilot-discovery >&2) ||
+	(cd "$dir" && go build -trimpath -ldflags '-s -w' -o "$out/pilot-discovery.tmp.$$" istio.io/istio/pilot/cmd/pilot-discovery >&2) ||
 		die "go build pilot-discovery failed"
-	mv "$out/pilot-discovery.tmp" "$out/pilot-discovery"
+	mv "$out/pilot-discovery.tmp.$$" "$out/pilot-discovery"
 	log "pilot-discovery $ISTIO_VERSION: built in $(($(date +%s) - start))s -> $out/pilot-discovery"
 }
 
@@ -212,10 +291,30 @@ fetch_crds() {
 	moddir=$(go mod download -json "istio.io/api@$ISTIO_API_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 	[[ -f "$moddir/kubernetes/customresourcedefinitions.gen.yaml" ]] || die "istio.io/api@$ISTIO_API_VERSION has no kubernetes/customresourcedefinitions.gen.yaml"
 	mkdir -p "$out"
-	cp "$moddir/kubernetes/customresourcedefinitions.gen.yaml" "$out/.tmp.yaml"
-	chmod 0644 "$out/.tmp.yaml"
-	mv "$out/.tmp.yaml" "$out/customresourcedefinitions.gen.yaml"
+	cp "$moddir/kubernetes/customresourcedefinitions.gen.yaml" "$out/.tmp.$$.yaml"
+	chmod 0644 "$out/.tmp.$$.yaml"
+	mv "$out/.tmp.$$.yaml" "$out/customresourcedefinitions.gen.yaml"
 	log "istio CRDs $ISTIO_API_VERSION: $out/customresourcedefinitions.gen.yaml"
+}
+
+# prometheus-operator's ServiceMonitor and PodMonitor CRDs, as its releases
+# ship them, so charts using them are checked by the real API server.
+fetch_monitoring_crds() {
+	local out="$CACHE/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION" f
+	if [[ -s "$out/monitoring.coreos.com_servicemonitors.yaml" && -s "$out/monitoring.coreos.com_podmonitors.yaml" ]]; then
+		log "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION: cached"
+		return
+	fi
+	local moddir
+	moddir=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	[[ -d "$moddir/example/prometheus-operator-crd" ]] || die "cannot download github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION"
+	mkdir -p "$out"
+	for f in monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_podmonitors.yaml; do
+		cp "$moddir/example/prometheus-operator-crd/$f" "$out/.$f.$$"
+		chmod 0644 "$out/.$f.$$"
+		mv "$out/.$f.$$" "$out/$f"
+	done
+	log "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION: $out"
 }
 
 paths() {
@@ -224,20 +323,53 @@ paths() {
 	echo "PILOT_DISCOVERY=$CACHE/bin/pilot-discovery-$ISTIO_VERSION/pilot-discovery"
 	echo "ETCD=/usr/bin/etcd"
 	echo "ISTIO_CRDS=$CACHE/crds/istio-api-$ISTIO_API_VERSION/customresourcedefinitions.gen.yaml"
+	echo "MONITORING_CRDS=$CACHE/crds/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
+	echo "HELM=$CACHE/bin/helm-$HELM_VERSION/helm"
+	echo "GOLANGCI_LINT=$CACHE/bin/golangci-lint-$GOLANGCI_LINT_VERSION/golangci-lint"
+	echo "CONTROLLER_GEN=$CACHE/bin/controller-gen-$CONTROLLER_GEN_VERSION/controller-gen"
+}
+
+# one TARGET: builds one artifact under its own lock.
+one() {
+	case "$1" in
+	debian | etcd | tools) locked debian build_debian ;;
+	# Both build from one scratch module: one lock.
+	kube-apiserver) locked kubernetes k8s_build kube-apiserver ;;
+	kubectl) locked kubernetes build_kubectl ;;
+	pilot-discovery) locked pilot-discovery build_pilot ;;
+	crds) locked crds fetch_crds ;;
+	monitoring-crds) locked monitoring-crds fetch_monitoring_crds ;;
+	helm) locked helm build_helm ;;
+	golangci-lint) locked golangci-lint build_golangci_lint ;;
+	controller-gen) locked controller-gen build_controller_gen ;;
+	paths) paths ;;
+	*) die "unknown target $1" ;;
+	esac
+}
+
+# parallel TARGET...: independent artifacts build side by side (downloads
+# overlap compiles; apt waits for its lock without holding up the Go builds).
+# Every failed target is named at the end.
+parallel() {
+	local t i pids=() names=() failed=()
+	for t in "$@"; do
+		one "$t" &
+		pids+=($!)
+		names+=("$t")
+	done
+	for i in "${!pids[@]}"; do
+		wait "${pids[$i]}" || failed+=("${names[$i]}")
+	done
+	[[ ${#failed[@]} -eq 0 ]] || die "failed: ${failed[*]} (re-run to resume; finished artifacts stay cached)"
 }
 
 [[ $# -eq 0 ]] && set -- all
 for what in "$@"; do
 	case "$what" in
-	all) build_etcd; build_tools; fetch_crds; build_kubectl; k8s_build kube-apiserver; build_pilot ;;
-	etcd) build_etcd ;;
-	tools) build_tools ;;
-	kube-apiserver) k8s_build kube-apiserver ;;
-	kubectl) k8s_build kubectl ;;
-	pilot-discovery) build_pilot ;;
-	crds) fetch_crds ;;
-	paths) paths ;;
-	*) die "unknown target $what" ;;
+	all) parallel debian crds monitoring-crds kubectl helm golangci-lint controller-gen kube-apiserver pilot-discovery ;;
+	# What e2e/cluster's Start needs.
+	cluster) parallel debian crds kube-apiserver pilot-discovery ;;
+	*) one "$what" ;;
 	esac
 done
-log "done"
+[[ " $* " == *" paths "* ]] || log "done"

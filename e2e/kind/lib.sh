@@ -8,7 +8,9 @@ MATRIX="$REPO/envoy-build/versions.tsv"
 ISTIO_VERSION=${ISTIO_VERSION:-$(awk '!/^#/ && $9=="default" {print $1}' "$MATRIX")}
 ENVOY_VERSION=$(awk -v v="$ISTIO_VERSION" '!/^#/ && $1==v {print $2}' "$MATRIX")
 PROXY_IMAGE=${PROXY_IMAGE:-leanmesh/proxyv2:${ISTIO_VERSION}-leanmesh}
-export REPO CLUSTER NS ISTIO_VERSION ENVOY_VERSION PROXY_IMAGE
+# make controller-image's tag (the chart's default image, from its appVersion) unless overridden.
+CONTROLLER_IMAGE=${CONTROLLER_IMAGE:-$(make -s -C "$REPO" print-images ISTIO_VERSION="$ISTIO_VERSION" | sed -n 's/^CONTROLLER_IMAGE=//p')}
+export REPO CLUSTER NS ISTIO_VERSION ENVOY_VERSION PROXY_IMAGE CONTROLLER_IMAGE
 
 need() {
   local tool

@@ -17,16 +17,11 @@ log "proxy image $PROXY_IMAGE with leanmesh.so for Envoy $ENVOY_VERSION"
 make -C "$REPO" image ISTIO_VERSION="$ISTIO_VERSION" PROXY_IMAGE="$PROXY_IMAGE"
 kind load docker-image "$PROXY_IMAGE" --name "$CLUSTER"
 
-log "leanmesh controller image"
-make -C "$REPO" controller
-docker build -t leanmesh/leanmesh:dev -f - "$REPO" <<'DOCKERFILE'
-FROM gcr.io/distroless/static-debian12:nonroot
-COPY bin/leanmesh /leanmesh
-ENTRYPOINT ["/leanmesh"]
-DOCKERFILE
-kind load docker-image leanmesh/leanmesh:dev --name "$CLUSTER"
+log "leanmesh controller image $CONTROLLER_IMAGE"
+make -C "$REPO" controller-image CONTROLLER_IMAGE="$CONTROLLER_IMAGE"
+kind load docker-image "$CONTROLLER_IMAGE" --name "$CLUSTER"
 helm upgrade --install leanmesh "$REPO/charts/leanmesh" -n leanmesh-system --create-namespace \
-  --set image.repository=leanmesh/leanmesh --set image.tag=dev --set replicas=1
+  --set image.repository="${CONTROLLER_IMAGE%:*}" --set image.tag="${CONTROLLER_IMAGE##*:}" --set replicas=1
 
 log "bookinfo in $NS"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -

@@ -17,31 +17,33 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/controller/install"
+	"github.com/leanmesh/leanmesh/controller/metricsserving"
 	"github.com/leanmesh/leanmesh/controller/proxystatus"
 	"github.com/leanmesh/leanmesh/controller/release"
 	"github.com/leanmesh/leanmesh/controller/render"
 	"github.com/leanmesh/leanmesh/controller/workloadtable"
 )
 
+// Leader election (--leader-elect), in the controller's namespace (the chart
+// grants it there). Each feature's own permissions sit in its package
+// (controller/install, controller/lazyxdsctl, controller/workloadtable):
+// `make generate` writes one config/rbac/<feature>/role.yaml per package.
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete,namespace=leanmesh-system
-// The workload table (--workload-table): its informers and the TokenReview
-// that authenticates each proxy's stream.
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
-// +kubebuilder:rbac:groups=networking.istio.io,resources=workloadentries,verbs=get;list;watch
-// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 
 func runController(args []string) int {
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
-	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (\"0\" disables it)")
+	metricsAddr := fs.String("metrics-bind-address", ":8443", "address of the Prometheus /metrics endpoint (\"0\" disables it)")
+	metricsSecure := fs.Bool("metrics-secure", true, "serve /metrics over HTTPS, authenticating and authorizing each scrape with the API server (false: plain HTTP, unauthenticated)")
+	metricsCertDir := fs.String("metrics-cert-dir", "", "directory with tls.crt and tls.key for /metrics (default: a self-signed certificate)")
 	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	leaderElect := fs.Bool("leader-elect", true, "elect a leader so only one replica reconciles")
 	leaderNS := fs.String("leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader-election Lease (default: $POD_NAMESPACE)")
 	leaderID := fs.String("leader-election-id", "leanmesh-controller.leanmesh.io", "name of the leader-election Lease")
 	rootNS := fs.String("root-namespace", "istio-system", "Istio's config root namespace: policies there are mesh-wide")
+	revision := fs.String("istio-revision", "", "istiod revision (istio.io/rev) for policies without spec.istioRevision and for the lazy egress's injection; empty: the default revision")
 	matrixPath := fs.String("matrix", "", "version matrix file (default: the envoy-build/versions.tsv compiled in)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (default: in-cluster, then $KUBECONFIG)")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
@@ -102,7 +104,7 @@ func runController(args []string) int {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         install.CacheOptions(),
-		Metrics:                       metricsserver.Options{BindAddress: *metricsAddr},
+		Metrics:                       metricsserving.Config{BindAddress: *metricsAddr, Secure: *metricsSecure, CertDir: *metricsCertDir}.Options(),
 		HealthProbeBindAddress:        *probeAddr,
 		LeaderElection:                *leaderElect,
 		LeaderElectionID:              *leaderID,
@@ -121,6 +123,7 @@ func runController(args []string) int {
 		Scheme:        mgr.GetScheme(),
 		Recorder:      mgr.GetEventRecorder("leanmesh-controller"),
 		RootNamespace: *rootNS,
+		IstioRevision: *revision,
 		Matrix:        matrix,
 		Metrics:       install.NewMetrics(metrics.Registry),
 		LibraryPaths:  []string{*libraryPath},
@@ -144,7 +147,7 @@ func runController(args []string) int {
 		setupLog.Info("serving the workload table", "address", wtOpts.Address, "clusterID", wtOpts.ClusterID,
 			"tls", wtOpts.TLS != nil, "workloadEntries", wtOpts.WorkloadEntries)
 	}
-	if err := setupLazyXDS(mgr, lazyFlags, *rootNS); err != nil {
+	if err := setupLazyXDS(mgr, lazyFlags, *rootNS, *revision); err != nil {
 		setupLog.Error(err, "setting up the lazy-xDS loop")
 		return 1
 	}
@@ -164,7 +167,7 @@ func runController(args []string) int {
 		return 1
 	}
 	def := matrix.Default()
-	setupLog.Info("starting", "rootNamespace", *rootNS, "leaderElection", *leaderElect,
+	setupLog.Info("starting", "version", version, "rootNamespace", *rootNS, "leaderElection", *leaderElect,
 		"defaultIstio", def.Istio, "defaultEnvoy", def.Envoy)
 	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "manager stopped")

@@ -12,22 +12,6 @@ import (
 	"github.com/leanmesh/leanmesh/controller/lazyxdsctl"
 )
 
-// The lazy-xDS loop (controller/lazyxdsctl): reads workloads, services and
-// routes, writes each lazy workload's Sidecar, the redirect EnvoyFilters, the
-// lazy egress and the snapshot ConfigMap.
-//
-// +kubebuilder:rbac:groups=leanmesh.io,resources=lazyxdses,verbs=get;list;watch
-// +kubebuilder:rbac:groups=leanmesh.io,resources=lazyxdses/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=leanmesh.io,resources=lazyxdses/finalizers,verbs=update
-// +kubebuilder:rbac:groups=networking.istio.io,resources=sidecars;virtualservices;gateways,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups=networking.istio.io,resources=serviceentries,verbs=get;list;watch
-// +kubebuilder:rbac:groups=networking.istio.io,resources=envoyfilters,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;patch;update,namespace=leanmesh-system
-// seedFromTelemetry's Prometheus credentials, read one by one (never listed or watched):
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
-
 // lazyXDSFlags are the loop's command-line settings.
 type lazyXDSFlags struct {
 	enabled         *bool
@@ -65,7 +49,7 @@ func addLazyXDSFlags(fs *flag.FlagSet) *lazyXDSFlags {
 }
 
 // setupLazyXDS registers the loop with the manager when enabled.
-func setupLazyXDS(mgr ctrl.Manager, f *lazyXDSFlags, rootNS string) error {
+func setupLazyXDS(mgr ctrl.Manager, f *lazyXDSFlags, rootNS, revision string) error {
 	if !*f.enabled {
 		return nil
 	}
@@ -81,6 +65,7 @@ func setupLazyXDS(mgr ctrl.Manager, f *lazyXDSFlags, rootNS string) error {
 		Namespace:           ns,
 		ConfigMapName:       *f.configMap,
 		RootNamespace:       rootNS,
+		IstioRevision:       revision,
 		ClusterDomain:       *f.clusterDomain,
 		FlushInterval:       *f.flushInterval,
 		PersistInterval:     *f.persistInterval,

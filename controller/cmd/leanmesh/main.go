@@ -5,12 +5,17 @@
 //	leanmesh compare      compare Istio's and leanmesh's Prometheus output
 //	leanmesh uninstall    stop the controller and delete what it rendered (chart pre-delete hook)
 //	leanmesh analyze      per pod: governing policy, library, proxy version, istiod's ACK state, scrape
+//	leanmesh version      print the version
 package main
 
 import (
 	"fmt"
 	"os"
 )
+
+// version is set at link time (-X main.version=...) by `make controller` and
+// the image's build stage, both from the chart's appVersion.
+var version = "dev"
 
 const usage = `usage: leanmesh <command> [flags]
 
@@ -20,6 +25,7 @@ commands:
   compare      compare two Prometheus text expositions (Istio's vs leanmesh's)
   uninstall    stop the controller, delete every EnvoyFilter/Telemetry leanmesh rendered (chart pre-delete hook)
   analyze      per pod: governing policy, library label, proxy version, istiod's LDS ACK/NACK, scrape target
+  version      print the version
 
 Run leanmesh <command> -h for its flags.
 `
@@ -42,6 +48,8 @@ func main() {
 		code = runUninstall(args, os.Stdout, os.Stderr)
 	case "analyze":
 		code = runAnalyze(args, os.Stdout, os.Stderr)
+	case "version", "--version":
+		fmt.Fprintln(os.Stdout, version)
 	case "-h", "--help", "help":
 		fmt.Fprint(os.Stdout, usage)
 	default:
