@@ -115,11 +115,13 @@ pod-patch:
 	@$(check-row)$(GO) run ./envoy-build/cmd/podpatch -istio $(ISTIO_VERSION) -mode $(MODE) \
 	  -image $(if $(filter image,$(MODE)),$(PROXY_IMAGE),$(if $(filter initContainer,$(MODE)),$(LIBRARY_INIT_IMAGE),$(LIBRARY_IMAGE)))
 
-# gofmt, go vet, and golangci-lint (pinned in the set-up script, linters in .golangci.yml).
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+# golangci-lint, pinned in the set-up script, linters in .golangci.yml.
+lint:
 	@$(SETUP) golangci-lint
 	$(GOLANGCI_LINT) run ./...
 
