@@ -25,7 +25,7 @@ func TestDefaultRevision(t *testing.T) {
 			t.Fatal("no objects rendered")
 		}
 		for _, o := range out.Objects {
-			if got := o.GetLabels()[render.LabelRevision]; got != c.want {
+			if got := o.GetLabels()[v1alpha1.LabelRevision]; got != c.want {
 				t.Errorf("flag %q spec %q: %s %s has istio.io/rev=%q, want %q", c.flag, c.spec, o.GetNamespace(), o.GetName(), got, c.want)
 			}
 		}
