@@ -236,7 +236,8 @@ func makeBuildArgs(t *testing.T, target, istio string) map[string]string {
 	}
 	args := map[string]string{}
 	n := 0
-	for _, line := range strings.Split(string(out), "\n") {
+	// make -n prints a recipe as written: join its continuation lines first.
+	for _, line := range strings.Split(strings.ReplaceAll(string(out), "\\\n", " "), "\n") {
 		if !strings.Contains(line, "build -f envoy-build/Dockerfile") {
 			continue
 		}
