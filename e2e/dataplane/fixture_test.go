@@ -11,7 +11,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/leanmesh/leanmesh/e2e/envoyhost"
 )
@@ -214,5 +213,3 @@ func meshCluster(svc, ns string, port string) (string, *corev3.Metadata) {
 	host := svc + "." + ns + ".svc.cluster.local"
 	return "outbound|" + port + "||" + host, envoyhost.IstioClusterMetadata(host, svc, ns)
 }
-
-var _ = anypb.New

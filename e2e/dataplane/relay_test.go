@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-
 	"github.com/leanmesh/leanmesh/e2e/envoyhost"
 )
 
@@ -350,5 +348,3 @@ func TestMalformedPeerHeader(t *testing.T) {
 		t.Errorf("requests with malformed peers: %v", got)
 	}
 }
-
-var _ = corev3.Metadata{}

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -438,5 +437,3 @@ func withLabelsPath(a *anypb.Any, path string) *anypb.Any {
 	}
 	return out
 }
-
-var _ = corev3.Metadata{}

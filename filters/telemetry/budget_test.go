@@ -9,7 +9,6 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 func hostKey(host string) Key {
@@ -169,5 +168,3 @@ func decodeProto(t testing.TB, body []byte) map[string]*dto.MetricFamily {
 		out[f.GetName()] = &f
 	}
 }
-
-var _ = model.UTF8Validation
