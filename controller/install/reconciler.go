@@ -51,12 +51,18 @@ const (
 	maxReportedWorkloads = 50
 )
 
-// +kubebuilder:rbac:groups=leanmesh.io,resources=telemetrypolicies,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=leanmesh.io,resources=telemetrypolicies/status,verbs=get;update;patch
+// Exactly the verbs a run uses (e2e/rbac derives them from the apiserver's
+// audit log and fails on a missing or an unused one). Reads go through the
+// cache (list, watch); objects are server-side applied (patch, and create
+// when new); finalizers/update is what blockOwnerDeletion in the controller
+// reference needs; Telemetries are only read and, when an earlier release
+// rendered them, deleted; events series are patched.
+// +kubebuilder:rbac:groups=leanmesh.io,resources=telemetrypolicies,verbs=list;watch;patch
+// +kubebuilder:rbac:groups=leanmesh.io,resources=telemetrypolicies/status,verbs=patch
 // +kubebuilder:rbac:groups=leanmesh.io,resources=telemetrypolicies/finalizers,verbs=update
 // +kubebuilder:rbac:groups=networking.istio.io,resources=envoyfilters,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups=telemetry.istio.io,resources=telemetries,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups=telemetry.istio.io,resources=telemetries,verbs=list;watch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconciler reconciles TelemetryPolicy objects.

@@ -52,6 +52,14 @@ type Options struct {
 	// StartTimeout bounds each of etcd and kube-apiserver start. Default 90s
 	// (2-core CI machines under load are slow to bring up the apiserver).
 	StartTimeout time.Duration
+	// Audit makes kube-apiserver write every request's metadata to
+	// Dir/audit.log (read with Env.AuditEvents): what a client really asked
+	// for, as the apiserver resolved and authorized it.
+	Audit bool
+	// AdmissionPlugins are enabled in addition to the apiserver's defaults
+	// (e.g. OwnerReferencesPermissionEnforcement, which many distributions
+	// turn on and which checks a permission no request names).
+	AdmissionPlugins []string
 }
 
 // Env is a running etcd + kube-apiserver with Istio's CRDs installed.
@@ -170,6 +178,14 @@ func Start(ctx context.Context, opts Options) (_ *Env, retErr error) {
 	// envtest's default service range is a /24: too small for the scale
 	// benchmark's 1,000+ Services.
 	e.testEnv.ControlPlane.APIServer.Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
+	if opts.Audit {
+		if err := e.configureAudit(); err != nil {
+			return nil, err
+		}
+	}
+	if len(opts.AdmissionPlugins) > 0 {
+		e.testEnv.ControlPlane.APIServer.Configure().Set("enable-admission-plugins", strings.Join(opts.AdmissionPlugins, ","))
+	}
 	for _, d := range []string{e.testEnv.ControlPlane.Etcd.DataDir, e.testEnv.ControlPlane.APIServer.CertDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err

@@ -31,7 +31,10 @@ import (
 // grants it there). Each feature's own permissions sit in its package
 // (controller/install, controller/lazyxdsctl, controller/workloadtable):
 // `make generate` writes one config/rbac/<feature>/role.yaml per package.
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete,namespace=leanmesh-system
+// client-go's LeaseLock gets, creates and updates the Lease (release on
+// cancel is an update) and records "became leader" as a core/v1 Event.
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=leanmesh-system
+// +kubebuilder:rbac:groups="",resources=events,verbs=create,namespace=leanmesh-system
 
 func runController(args []string) int {
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
