@@ -34,6 +34,7 @@ var valueSets = []struct {
 	{"workloadtable-plaintext.yaml", "ClusterRole ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service Service ServiceAccount"},
 	{"library-mount-imagevolume.yaml", "ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount"},
 	{"library-mount-initcontainer.yaml", "ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount"},
+	{"proxystatus.yaml", "ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount"},
 	{"scheduling-and-image.yaml", "ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount"},
 }
 
