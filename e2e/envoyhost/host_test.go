@@ -1,7 +1,6 @@
 package envoyhost
 
 import (
-	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,10 +9,7 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // artifacts are built fresh once per test binary run.
@@ -357,128 +353,6 @@ func TestAfterDestroyCall(t *testing.T) {
 	t.Errorf("no FilterIsGone/FilterIsDestroy for a call after OnDestroy; events %+v", seen)
 }
 
-func TestProperties(t *testing.T) {
-	h := noopHost(t)
-	cfg := configID(t, h, "probe", nil)
-	paths := []string{
-		"xds.cluster_name", "xds.cluster_metadata", "xds.cluster_metadata.filter_metadata.istio.services.0.name",
-		"xds.cluster_metadata.filter_metadata.istio", "xds.route_name", "connection.mtls",
-		"connection.uri_san_peer_certificate", "connection.uri_san_local_certificate", "response.code",
-		"response.flags", "request.protocol", "request.total_size", "source.address", "upstream.address",
-		"xds.node.id", "no.such.thing", "request.headers.x-in", "xds.upstream_host_metadata.filter_metadata.istio.workload",
-		"response.total_size", "request.duration", "metadata.filter_metadata.envoy.lb.canary",
-		"metadata.filter_metadata.lb.canary", "filter_state.fs.key",
-	}
-	r := baseReq(cfg, "props")
-	r.Headers = append(r.Headers, [2]string{"x-probe-props", strings.Join(paths, ",")})
-	r.Info = StreamInfo{
-		Protocol: "HTTP/2", ResponseFlags: 0x20, RouteName: "r1", UpstreamCluster: "outbound|9080||reviews.default.svc.cluster.local",
-		DownstreamRemote: "10.0.0.1:34567", UpstreamHost: "10.0.0.9:9080", RequestDuration: 1500 * time.Microsecond,
-		TLS: &TLS{PeerCertificatePresented: true, PeerCertificateValidated: true,
-			URISANPeer: []string{"spiffe://cluster.local/ns/default/sa/productpage"}, URISANLocal: []string{"spiffe://cluster.local/ns/default/sa/reviews"}},
-	}
-	r.Cluster = IstioClusterMetadata("reviews.default.svc.cluster.local", "reviews", "default")
-	hostMeta, _ := structpb.NewStruct(map[string]interface{}{"workload": "reviews-v1;default;reviews;v1;Kubernetes"})
-	r.Host = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": hostMeta}}
-	canary, _ := structpb.NewStruct(map[string]interface{}{"canary": true})
-	r.DynamicMetadata = map[string]*structpb.Struct{"envoy.lb": canary, "lb": canary}
-	r.FilterState = map[string]string{"fs.key": "v"}
-	r.ResponseHeaders = H(":status", "404")
-	r.ResponseBody = [][]byte{[]byte("nope")}
-	r.LogTypes = []int{LogDownstreamEnd}
-	res := mustRun(t, h, r)
-
-	got := map[string]string{}
-	for i, p := range paths {
-		v, ok := res.Downstream.Headers.Get(fmt.Sprintf("x-prop-%d", i))
-		if !ok {
-			t.Fatalf("no answer for %s", p)
-		}
-		if !strings.HasPrefix(v, "ERR:") {
-			b, _ := base64.StdEncoding.DecodeString(v)
-			v = string(b)
-		}
-		got[p] = v
-	}
-	clusterRaw, _ := proto.Marshal(r.Cluster)
-	reqHdrBytes := 0
-	for _, kv := range r.Headers {
-		reqHdrBytes += len(kv[0]) + len(kv[1])
-	}
-	want := map[string]string{
-		"xds.cluster_name": "outbound|9080||reviews.default.svc.cluster.local",
-		"xds.cluster_metadata.filter_metadata.istio.services.0.name": "reviews",
-		"xds.cluster_metadata.filter_metadata.istio":                 "ERR:serialization failure",
-		"xds.route_name":                       "r1",
-		"connection.mtls":                      "true",
-		"connection.uri_san_peer_certificate":  "spiffe://cluster.local/ns/default/sa/productpage",
-		"connection.uri_san_local_certificate": "spiffe://cluster.local/ns/default/sa/reviews",
-		"response.code":                        "404",
-		"response.flags":                       "32",
-		"request.protocol":                     "HTTP/2",
-		"request.total_size":                   fmt.Sprint(reqHdrBytes),
-		"source.address":                       "10.0.0.1:34567",
-		"upstream.address":                     "10.0.0.9:9080",
-		"xds.node.id":                          "ERR:value not found", // Envoy v1.39.1: no local_info in the golang filter
-		"no.such.thing":                        "ERR:value not found",
-		"request.headers.x-in":                 "in",
-		"xds.upstream_host_metadata.filter_metadata.istio.workload": "reviews-v1;default;reviews;v1;Kubernetes",
-		"request.duration":                         "ERR:value not found", // only after completeRequest
-		"metadata.filter_metadata.envoy.lb.canary": "ERR:value not found", // "envoy.lb" contains a dot
-		"metadata.filter_metadata.lb.canary":       "true",
-		"filter_state.fs.key":                      "ERR:value not found", // the key contains a dot too
-		"response.total_size":                      "ERR:value not found", // set below
-	}
-	delete(want, "response.total_size")
-	for p, w := range want {
-		if got[p] != w {
-			t.Errorf("%s = %q, want %q", p, got[p], w)
-		}
-	}
-	if got["xds.cluster_metadata"] != string(clusterRaw) {
-		var m corev3.Metadata
-		if err := proto.Unmarshal([]byte(got["xds.cluster_metadata"]), &m); err != nil || !proto.Equal(&m, r.Cluster) {
-			t.Errorf("xds.cluster_metadata does not decode to the cluster metadata: %v", err)
-		}
-	}
-	// OnLog reads the same properties after completeRequest
-	var logLine string
-	for _, l := range res.Logs() {
-		if strings.HasPrefix(l, "probe-onlog") {
-			logLine = l
-		}
-	}
-	if !strings.Contains(logLine, "code=404") || !strings.Contains(logLine, "request.duration="+base64.StdEncoding.EncodeToString([]byte("1.5ms"))) {
-		t.Errorf("OnLog line %q", logLine)
-	}
-}
-
-func TestNodeProperties(t *testing.T) {
-	artifacts(t)
-	node := &corev3.Node{Id: "sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local", Cluster: "productpage.default"}
-	node.Metadata, _ = structpb.NewStruct(map[string]interface{}{"NAMESPACE": "default", "LABELS": map[string]interface{}{"app": "productpage"}})
-	h := shared(t, "node", Options{SO: noopSO, Node: node, NodeInCEL: true})
-	cfg := configID(t, h, "probe", nil)
-	r := baseReq(cfg, "props")
-	r.Headers = append(r.Headers, [2]string{"x-probe-props", "xds.node.id,xds.node.metadata.NAMESPACE,xds.node.metadata.LABELS,xds.node"})
-	res := mustRun(t, h, r)
-	dec := func(i int) string {
-		v, _ := res.Downstream.Headers.Get(fmt.Sprintf("x-prop-%d", i))
-		if strings.HasPrefix(v, "ERR:") {
-			return v
-		}
-		b, _ := base64.StdEncoding.DecodeString(v)
-		return string(b)
-	}
-	if dec(0) != node.Id || dec(1) != "default" || dec(2) != "ERR:serialization failure" {
-		t.Errorf("node props %q %q %q", dec(0), dec(1), dec(2))
-	}
-	var n corev3.Node
-	if err := proto.Unmarshal([]byte(dec(3)), &n); err != nil || n.Id != node.Id {
-		t.Errorf("xds.node does not decode: %v", err)
-	}
-}
-
 func TestRouteConfigMerge(t *testing.T) {
 	h := noopHost(t)
 	cfg := configID(t, h, "probe", nil)
@@ -533,95 +407,6 @@ func TestNoLeaks(t *testing.T) {
 	}
 	if l.Requests != 0 || l.Filters != 0 {
 		t.Errorf("live %+v", l)
-	}
-}
-
-func TestNetworkFilter(t *testing.T) {
-	h := noopHost(t)
-	id, err := h.NetConfig("lib", &anypb.Any{TypeUrl: "type.googleapis.com/x", Value: []byte("echo")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.Events()
-	c, st, err := h.NewConn(id, "noop", "10.0.0.2:15006", "10.0.0.1:40000", 1)
-	if err != nil || st != NetContinue {
-		t.Fatalf("new conn: %v status %d", err, st)
-	}
-	if st, err := c.Data([]byte("hello"), false); err != nil || st != NetContinue {
-		t.Fatalf("data: %v %d", err, st)
-	}
-	if _, err := c.Write([]byte("from-upstream"), false); err != nil {
-		t.Fatal(err)
-	}
-	s, err := c.State()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(s.Written) != "hello" || s.Closed {
-		t.Errorf("state %+v", s)
-	}
-	if _, err := c.Data([]byte("close"), false); err != nil {
-		t.Fatal(err)
-	}
-	s, err = c.State()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !s.Gone {
-		t.Errorf("filter close did not end the connection: %+v", s)
-	}
-	ev, _ := h.Events()
-	var sawAddr, sawClose bool
-	for _, e := range ev {
-		sawAddr = sawAddr || strings.Contains(e.Msg, "remote=10.0.0.1:40000 local=10.0.0.2:15006")
-		sawClose = sawClose || strings.Contains(e.Msg, "net-noop event 1")
-	}
-	if !sawAddr || !sawClose {
-		t.Errorf("events %+v", ev)
-	}
-}
-
-// Envoy v1.39.1's golang network filter drains every read buffer after
-// OnData (golang.cc Filter::onData: "TODO: do not drain buffer by default",
-// data.drain(data.length())) but passes write buffers on intact
-// (Filter::onWrite). The host mirrors both: even a filter that does nothing
-// and answers Continue leaves no byte for the next read filter.
-func TestNetworkFilterDrainsReads(t *testing.T) {
-	h := noopHost(t)
-	id, err := h.NetConfig("lib", &anypb.Any{TypeUrl: "type.googleapis.com/x", Value: []byte("quiet")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, st, err := h.NewConn(id, "noop", "10.0.0.2:15006", "10.0.0.1:40001", 0)
-	if err != nil || st != NetContinue {
-		t.Fatalf("new conn: %v status %d", err, st)
-	}
-	for _, chunk := range []string{"GET / HTTP/1.1\r\n", "Host: x\r\n\r\n"} {
-		if st, err := c.Data([]byte(chunk), false); err != nil || st != NetContinue {
-			t.Fatalf("data: %v %d", err, st)
-		}
-	}
-	if st, err := c.Data(nil, true); err != nil || st != NetContinue {
-		t.Fatalf("end of data: %v %d", err, st)
-	}
-	if _, err := c.Write([]byte("HTTP/1.1 200 OK\r\n\r\n"), true); err != nil {
-		t.Fatal(err)
-	}
-	s, err := c.State()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.ReadIn != 27 || s.ReadForwarded != 0 {
-		t.Errorf("reads: %d bytes to the filter, %d left for the next filter; want 27 and 0 (drained)", s.ReadIn, s.ReadForwarded)
-	}
-	if s.WriteIn != 19 || s.WriteForwarded != 19 {
-		t.Errorf("writes: %d in, %d forwarded; want 19 and 19 (onWrite does not drain)", s.WriteIn, s.WriteForwarded)
-	}
-	if len(s.Written) != 0 || s.Closed {
-		t.Errorf("the quiet filter acted on the connection: %+v", s)
-	}
-	if err := c.Event(EventRemoteClose); err != nil {
-		t.Fatal(err)
 	}
 }
 
