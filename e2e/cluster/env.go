@@ -157,9 +157,12 @@ func Start(ctx context.Context, opts Options) (_ *Env, retErr error) {
 
 	crdPaths := append([]string{bins.IstioCRDs}, opts.CRDPaths...)
 	e.testEnv = &envtest.Environment{
-		BinaryAssetsDirectory:    binDir,
-		CRDDirectoryPaths:        crdPaths,
-		ErrorIfCRDPathMissing:    true,
+		BinaryAssetsDirectory: binDir,
+		CRDDirectoryPaths:     crdPaths,
+		ErrorIfCRDPathMissing: true,
+		// envtest waits 10 s by default for the CRDs to be Established; on
+		// a loaded 2-core machine that ran out (TestIstiodFilterLayoutPerMode).
+		CRDInstallOptions:        envtest.CRDInstallOptions{MaxTime: 2 * time.Minute},
 		Scheme:                   e.Scheme,
 		ControlPlaneStartTimeout: opts.StartTimeout,
 		ControlPlaneStopTimeout:  60 * time.Second,
