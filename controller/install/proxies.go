@@ -146,19 +146,7 @@ func (r *Reconciler) versions(p *v1alpha1.TelemetryPolicy, st *statusUpdate, con
 	for k, n := range counts {
 		skew = append(skew, v1alpha1.WorkloadRef{Namespace: k.ns, Name: k.name, Pods: n, ProxyVersion: k.ver})
 	}
-	sort.Slice(skew, func(i, j int) bool {
-		a, b := skew[i], skew[j]
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
-		}
-		if a.Name != b.Name {
-			return a.Name < b.Name
-		}
-		return a.ProxyVersion < b.ProxyVersion
-	})
-	if len(skew) > maxReportedWorkloads {
-		skew = skew[:maxReportedWorkloads]
-	}
+	skew = sortedCapped(skew)
 	changed := !equality.Semantic.DeepEqual(skew, st.old.ProxyVersionSkew)
 	st.s.ProxyVersionSkew = skew
 	r.Metrics.setSkew(p.Namespace, p.Name, countPods(skew))

@@ -417,19 +417,7 @@ func groupWorkloads(pods []scope.Pod, by map[scope.Key]scope.Key) []v1alpha1.Wor
 	for k, n := range counts {
 		out = append(out, v1alpha1.WorkloadRef{Namespace: k.ns, Name: k.name, Pods: n, By: k.by})
 	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
-		}
-		if a.Name != b.Name {
-			return a.Name < b.Name
-		}
-		return a.By < b.By
-	})
-	if len(out) > maxReportedWorkloads {
-		out = out[:maxReportedWorkloads]
-	}
+	out = sortedCapped(out)
 	if len(out) == 0 {
 		return nil
 	}
@@ -455,4 +443,27 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n-3] + "..."
+}
+
+// sortedCapped orders status workload lists by namespace, name, then the
+// field that tells entries of one workload apart (By or ProxyVersion; the
+// other is empty), and keeps the first maxReportedWorkloads.
+func sortedCapped(refs []v1alpha1.WorkloadRef) []v1alpha1.WorkloadRef {
+	sort.Slice(refs, func(i, j int) bool {
+		a, b := refs[i], refs[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		if a.By != b.By {
+			return a.By < b.By
+		}
+		return a.ProxyVersion < b.ProxyVersion
+	})
+	if len(refs) > maxReportedWorkloads {
+		refs = refs[:maxReportedWorkloads]
+	}
+	return refs
 }
