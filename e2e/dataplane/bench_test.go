@@ -72,8 +72,13 @@ func TestNoLeakOverManyRequests(t *testing.T) {
 	s := startSidecar(t, productpage, 2, nil)
 	req := steadyRequest(t, s.outbound)
 	measure := func() (heap, series float64) {
-		if err := s.h.GC(); err != nil {
-			t.Fatal(err)
+		// Two collections: the stream filters' sync.Pool keeps what one GC
+		// moved to its victim cache until the next (bounded, not a leak;
+		// seen as +4 MB live after a single GC).
+		for range 2 {
+			if err := s.h.GC(); err != nil {
+				t.Fatal(err)
+			}
 		}
 		fams := s.scrape(t)
 		return series1(fams, "leanmesh_go_heap_live_bytes"), series1(fams, "leanmesh_series")
