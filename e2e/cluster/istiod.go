@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -96,6 +97,25 @@ func (e *Env) StartIstiod(ctx context.Context, opts IstiodOptions) (*Istiod, err
 	if err := e.CreateNamespace(ctx, opts.Namespace, nil); err != nil {
 		return nil, err
 	}
+	// freePort races with every other process picking loopback ports (the
+	// test packages run in parallel), so a bind failure retries on new ports.
+	for attempt := 1; ; attempt++ {
+		i, err := e.startIstiodOnce(ctx, opts)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return i, err
+		}
+		e.logf("istiod attempt %d lost a port race, retrying on new ports: %v", attempt, firstLine(err.Error()))
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func (e *Env) startIstiodOnce(ctx context.Context, opts IstiodOptions) (*Istiod, error) {
 	e.mu.Lock()
 	if e.stopped {
 		e.mu.Unlock()
