@@ -2,27 +2,13 @@ package dataplane
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/leanmesh/leanmesh/e2e/envoyhost"
+	"github.com/leanmesh/leanmesh/e2e/soak"
 )
-
-// soakDuration is LEANMESH_SOAK (a Go duration); the soak tests skip
-// without it. `make soak` sets it (SOAK=30m).
-func soakDuration(t *testing.T) time.Duration {
-	v := os.Getenv("LEANMESH_SOAK")
-	if v == "" {
-		t.Skip("soak test: set LEANMESH_SOAK=<duration> (make soak SOAK=30m)")
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		t.Fatalf("LEANMESH_SOAK=%q: %v", v, err)
-	}
-	return d
-}
 
 // TestSoakProxy drives honest and hostile traffic through two real
 // libraries (client and server sidecars in the C host) for LEANMESH_SOAK,
@@ -32,8 +18,8 @@ func soakDuration(t *testing.T) time.Duration {
 // header, and MX headers without a value. Honest traffic is counted on
 // both sides; a request the exposition does not count is a loss.
 func TestSoakProxy(t *testing.T) {
-	total := soakDuration(t)
-	interval := max(total/30, 10*time.Second)
+	total := soak.Duration(t)
+	interval := soak.Interval(total)
 	client := startSidecar(t, productpage, 2, nil)
 	// Histograms dropped so each scrape stays ~1 MB (as in
 	// TestHostilePeersBoundedMemory); the counters keep every label.

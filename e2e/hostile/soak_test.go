@@ -1,27 +1,13 @@
 package hostile
 
 import (
-	"os"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/leanmesh/leanmesh/controller/lazyxds/als"
+	"github.com/leanmesh/leanmesh/e2e/soak"
 )
-
-// soakDuration is LEANMESH_SOAK (a Go duration); the soak tests skip
-// without it. `make soak` sets it (SOAK=30m).
-func soakDuration(t *testing.T) time.Duration {
-	v := os.Getenv("LEANMESH_SOAK")
-	if v == "" {
-		t.Skip("soak test: set LEANMESH_SOAK=<duration> (make soak SOAK=30m)")
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		t.Fatalf("LEANMESH_SOAK=%q: %v", v, err)
-	}
-	return d
-}
 
 // TestSoakController runs the real controller binary (supervised, as the
 // kubelet would) against a real kube-apiserver for LEANMESH_SOAK while an
@@ -31,8 +17,8 @@ func soakDuration(t *testing.T) time.Duration {
 // interval it prints the controller's RSS, peak RSS, Go heap, /metrics
 // size, refusals and learned dependencies, and checks none was lost.
 func TestSoakController(t *testing.T) {
-	total := soakDuration(t)
-	interval := max(total/30, 10*time.Second)
+	total := soak.Duration(t)
+	interval := soak.Interval(total)
 	m := newMesh(t)
 	r := supervise(t, m.env, "soak", "--lazyxds-als-plaintext")
 	if _, _, err := waitLeader(3*time.Minute, r); err != nil {
