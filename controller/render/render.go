@@ -25,7 +25,9 @@
 //   - TCP: NETWORK_FILTER INSERT_BEFORE tcp_proxy, but only for an Envoy
 //     whose golang network filter does not drain the read buffer; today that
 //     is none, so a policy listing TCP is invalid (tcp.go, docs/tcp.md).
-//   - Exposition: a LISTENER ADD on 0.0.0.0:15095 answering the scrape.
+//   - Exposition: a LISTENER ADD on 0.0.0.0:15095 answering the scrape. In
+//     LeanMesh mode a gateway's also carries Istio's istio.stats network
+//     filter with every metric dropped, for istio_build alone (istiobuild.go).
 package render
 
 import (
@@ -348,38 +350,38 @@ func (r *renderer) exposition(contexts []v1alpha1.TrafficContext) (client.Object
 	if err != nil {
 		return nil, fmt.Errorf("exposition: %w", err)
 	}
-	listener, err := structpb.NewStruct(map[string]any{
-		"name": ExpositionListener,
-		"address": map[string]any{"socket_address": map[string]any{
-			"address": "0.0.0.0", "port_value": int(r.spec.Exposition.Port),
-		}},
-		"filter_chains": []any{map[string]any{"filters": []any{map[string]any{
-			"name": hcmFilter,
-			"typed_config": map[string]any{
-				"@type":       "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-				"stat_prefix": "leanmesh_prometheus",
-				"route_config": map[string]any{
-					"name": ExpositionListener,
-					"virtual_hosts": []any{map[string]any{
-						"name":    ExpositionListener,
-						"domains": []any{"*"},
-						"routes": []any{map[string]any{
-							"match":           map[string]any{"prefix": "/"},
-							"direct_response": map[string]any{"status": 404},
-						}},
+	hcm := map[string]any{
+		"name": hcmFilter,
+		"typed_config": map[string]any{
+			"@type":       "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+			"stat_prefix": "leanmesh_prometheus",
+			"route_config": map[string]any{
+				"name": ExpositionListener,
+				"virtual_hosts": []any{map[string]any{
+					"name":    ExpositionListener,
+					"domains": []any{"*"},
+					"routes": []any{map[string]any{
+						"match":           map[string]any{"prefix": "/"},
+						"direct_response": map[string]any{"status": 404},
 					}},
-				},
-				"http_filters": []any{
-					filter.AsMap(),
-					map[string]any{"name": routerFilter, "typed_config": map[string]any{
-						"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-					}},
-				},
+				}},
 			},
-		}}}},
-	})
-	if err != nil {
-		return nil, err
+			"http_filters": []any{
+				filter.AsMap(),
+				map[string]any{"name": routerFilter, "typed_config": map[string]any{
+					"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+				}},
+			},
+		},
+	}
+	listener := func(filters ...any) (*structpb.Struct, error) {
+		return structpb.NewStruct(map[string]any{
+			"name": ExpositionListener,
+			"address": map[string]any{"socket_address": map[string]any{
+				"address": "0.0.0.0", "port_value": int(r.spec.Exposition.Port),
+			}},
+			"filter_chains": []any{map[string]any{"filters": append(filters, hcm)}},
+		})
 	}
 	var ctxs []networkingapi.EnvoyFilter_PatchContext
 	for _, c := range contexts {
@@ -393,13 +395,27 @@ func (r *renderer) exposition(contexts []v1alpha1.TrafficContext) (client.Object
 	}
 	var patches []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch
 	for _, pc := range ctxs {
+		var before []any
+		if pc == networkingapi.EnvoyFilter_GATEWAY && r.spec.Mode == v1alpha1.ModeLeanMesh {
+			// A gateway's only istio.stats may be the HTTP ones LeanMesh
+			// removed: keep Istio's istio_build (istiobuild.go).
+			carrier, err := istioBuildCarrier()
+			if err != nil {
+				return nil, fmt.Errorf("exposition: %w", err)
+			}
+			before = append(before, carrier)
+		}
+		value, err := listener(before...)
+		if err != nil {
+			return nil, err
+		}
 		patches = append(patches, &networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{
 			ApplyTo: networkingapi.EnvoyFilter_LISTENER,
 			Match: &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch{
 				Context: pc,
 				Proxy:   &networkingapi.EnvoyFilter_ProxyMatch{ProxyVersion: r.proxyVersion},
 			},
-			Patch: &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_ADD, Value: listener},
+			Patch: &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_ADD, Value: value},
 		})
 	}
 	return r.envoyFilter("exposition", patches), nil

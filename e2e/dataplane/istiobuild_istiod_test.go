@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/go-logr/logr"
+	statsapi "istio.io/api/envoy/extensions/stats"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -28,9 +31,13 @@ import (
 // (TestBuildGaugeOnlyUnderPrefix). With a workload that has only an HTTP
 // port — the least TCP a sidecar can have — the sidecar keeps istio.stats on
 // its TCP chains (the outbound catch-all and the inbound passthrough chains
-// always exist), so Istio still reports its istio_build once. A gateway whose
-// only server is HTTP keeps none: that gateway has no istio_build in
-// LeanMesh mode (the gap docs/telemetry.md names).
+// always exist), so Istio still reports its istio_build, and the scrape
+// listener carries nothing more. A gateway whose only server is HTTP keeps no
+// istio.stats on any traffic chain, so its scrape listener carries Istio's
+// istio.stats network filter with every standard metric dropped
+// (render.istioBuildCarrier): Istio's own filter, hence Istio's own gauge, on
+// a chain only scrapes pass. A gateway with a TCP server has both; Envoy
+// keeps one gauge per name (AllocatorImpl::makeGauge), so still one series.
 func TestIstioBuildReporterOnIstiod(t *testing.T) {
 	// envtest logs through controller-runtime; without a logger it prints a
 	// stack-traced warning (as in e2e/cluster's tests).
@@ -62,7 +69,31 @@ func TestIstioBuildReporterOnIstiod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	db, err := env.CreateWorkload(ctx, cluster.Workload{
+		Namespace: "web", Name: "db", IP: "10.244.0.33", Ports: []cluster.Port{{Name: "tcp-postgres", Port: 5432}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcpIngress, err := env.CreateWorkload(ctx, cluster.Workload{
+		Namespace: "web", Name: "tcp-ingress", IP: "10.244.0.34",
+		Labels: map[string]string{"istio": "tcpgateway", v1alpha1.LabelEnvoyVersion: rel.Envoy},
+		Ports:  []cluster.Port{{Name: "http", Port: 8080}, {Name: "tcp", Port: 9000}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, o := range []map[string]any{
+		{"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": map[string]any{"name": "tcp-ingress", "namespace": "web"},
+			"spec": map[string]any{"selector": map[string]any{"istio": "tcpgateway"}, "servers": []any{
+				map[string]any{"port": map[string]any{"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": []any{"*"}},
+				map[string]any{"port": map[string]any{"number": 9000, "name": "tcp", "protocol": "TCP"}, "hosts": []any{"*"}},
+			}}},
+		{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": map[string]any{"name": "tcp-ingress", "namespace": "web"},
+			"spec": map[string]any{"hosts": []any{"*"}, "gateways": []any{"tcp-ingress"},
+				"http": []any{map[string]any{"route": []any{map[string]any{"destination": map[string]any{"host": web.Workload.Host(), "port": map[string]any{"number": 8080}}}}}},
+				"tcp":  []any{map[string]any{"match": []any{map[string]any{"port": 9000}}, "route": []any{map[string]any{"destination": map[string]any{"host": db.Workload.Host(), "port": map[string]any{"number": 5432}}}}}},
+			}},
 		{"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": map[string]any{"name": "ingress", "namespace": "web"},
 			"spec": map[string]any{"selector": map[string]any{"istio": "ingressgateway"}, "servers": []any{
 				map[string]any{"port": map[string]any{"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": []any{"*"}},
@@ -79,6 +110,8 @@ func TestIstioBuildReporterOnIstiod(t *testing.T) {
 	for _, p := range []*v1alpha1.TelemetryPolicy{
 		{Spec: v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "web"}}}},
 		{Spec: v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"istio": "ingressgateway"}},
+			Contexts: []v1alpha1.TrafficContext{v1alpha1.ContextGateway}}},
+		{Spec: v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"istio": "tcpgateway"}},
 			Contexts: []v1alpha1.TrafficContext{v1alpha1.ContextGateway}}},
 	} {
 		p.Namespace, p.Name, p.Spec.Mode = "web", p.Spec.Selector.MatchLabels["app"]+p.Spec.Selector.MatchLabels["istio"], v1alpha1.ModeLeanMesh
@@ -108,23 +141,36 @@ func TestIstioBuildReporterOnIstiod(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer gw.Close()
+	tcpOpts := cluster.SidecarFor(tcpIngress)
+	tcpOpts.Router = true
+	tcpGw, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, tcpOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcpGw.Close()
 
 	for _, proxy := range []struct {
 		name       string
 		ads        *cluster.Sidecar
 		gateway    bool
 		want       layout.Want
-		istioStats bool // some chain keeps istio.stats: Istio reports istio_build
+		istioStats bool // some traffic chain keeps istio.stats
+		carrier    bool // the scrape listener carries istio.stats for istio_build
 	}{
-		{"sidecar with only an HTTP port", sc, false, layout.Want{Contexts: []layout.Context{layout.Inbound, layout.Outbound}}, true},
-		{"gateway with only an HTTP server", gw, true, layout.Want{}, false},
+		{"sidecar with only an HTTP port", sc, false, layout.Want{Contexts: []layout.Context{layout.Inbound, layout.Outbound}}, true, false},
+		{"gateway with only an HTTP server", gw, true, layout.Want{}, false, true},
+		{"gateway with an HTTP and a TCP server", tcpGw, true, layout.Want{Contexts: []layout.Context{layout.Gateway}}, true, true},
 	} {
 		var rep layout.Report
+		var carrier bool
 		var last error
 		_, err := proxy.ads.WaitFor(ctx, func(s cluster.Snapshot) bool {
 			rep, last = layout.Check(s, proxy.gateway, v1alpha1.ModeLeanMesh, proxy.want)
 			if last == nil && rep.HTTP[layout.Gateway]+rep.HTTP[layout.Outbound] == 0 {
 				last = fmt.Errorf("no HTTP chain yet")
+			}
+			if last == nil {
+				carrier, last = istioBuildCarrier(s.Listener(render.ExpositionListener))
 			}
 			return last == nil
 		})
@@ -140,11 +186,68 @@ func TestIstioBuildReporterOnIstiod(t *testing.T) {
 			}
 		}
 		if got := len(stats) > 0; got != proxy.istioStats {
-			t.Errorf("%s: istio.stats kept on %d chains, want any: %v\n%s", proxy.name, len(stats), proxy.istioStats, rep.Summary())
+			t.Errorf("%s: istio.stats kept on %d traffic chains, want any: %v\n%s", proxy.name, len(stats), proxy.istioStats, rep.Summary())
 		}
-		t.Logf("%s, LeanMesh mode: %s; istio.stats (hence Istio's istio_build) on %d chains", proxy.name, rep.Summary(), len(stats))
+		if carrier != proxy.carrier {
+			t.Errorf("%s: scrape listener carries istio.stats: %v, want %v", proxy.name, carrier, proxy.carrier)
+		}
+		if !carrier && len(stats) == 0 {
+			t.Errorf("%s: no istio.stats anywhere: nothing reports istio_build", proxy.name)
+		}
+		t.Logf("%s, LeanMesh mode: %s; istio.stats on %d traffic chains, on the scrape listener: %v", proxy.name, rep.Summary(), len(stats), carrier)
 		for _, s := range stats {
 			t.Logf("  %s", s)
 		}
 	}
+}
+
+// istioStandardMetrics are the names of Istio's standard families as its
+// stats filter knows them (istio_stats.cc, Context::all_metrics_).
+var istioStandardMetrics = []string{
+	"requests_total", "request_duration_milliseconds", "request_bytes", "response_bytes",
+	"request_messages_total", "response_messages_total",
+	"tcp_connections_opened_total", "tcp_connections_closed_total", "tcp_sent_bytes_total", "tcp_received_bytes_total",
+}
+
+// istioBuildCarrier reports whether the scrape listener l, as istiod serves
+// it, runs Istio's istio.stats network filter before its connection manager.
+// If it does, the filter must be a real stats.PluginConfig that records
+// nothing but istio_build: every standard metric dropped, no report timer.
+func istioBuildCarrier(l *listenerv3.Listener) (bool, error) {
+	if l == nil {
+		return false, fmt.Errorf("no %s listener", render.ExpositionListener)
+	}
+	if len(l.GetFilterChains()) != 1 {
+		return false, fmt.Errorf("%s: %d filter chains, want 1", render.ExpositionListener, len(l.GetFilterChains()))
+	}
+	fs := l.GetFilterChains()[0].GetFilters()
+	var names []string
+	for _, f := range fs {
+		names = append(names, f.GetName())
+	}
+	switch {
+	case slices.Equal(names, []string{layout.HCM}):
+		return false, nil
+	case !slices.Equal(names, []string{layout.IstioStats, layout.HCM}):
+		return false, fmt.Errorf("%s filters %v", render.ExpositionListener, names)
+	}
+	cfg := &statsapi.PluginConfig{}
+	if err := fs[0].GetTypedConfig().UnmarshalTo(cfg); err != nil {
+		return false, fmt.Errorf("%s: istio.stats config %s: %v", render.ExpositionListener, fs[0].GetTypedConfig().GetTypeUrl(), err)
+	}
+	dropped := map[string]bool{}
+	for _, m := range cfg.GetMetrics() {
+		if m.GetDrop() {
+			dropped[m.GetName()] = true
+		}
+	}
+	for _, m := range istioStandardMetrics {
+		if !dropped[m] {
+			return false, fmt.Errorf("%s: istio.stats records %s: %v", render.ExpositionListener, m, cfg)
+		}
+	}
+	if d := cfg.GetTcpReportingDuration(); d == nil || d.AsDuration() != 0 {
+		return false, fmt.Errorf("%s: istio.stats tcp_reporting_duration %v, want 0 (no timer)", render.ExpositionListener, d)
+	}
+	return true, nil
 }
