@@ -22,7 +22,7 @@ include e2e/envoyhost/host.mk
 
 build: so controller bin/envoyhost
 
-# The one set-up script: Debian tools (etcd, shellcheck, prometheus) and Go-built tools cached by version
+# The one set-up script: Debian tools (etcd, shellcheck, prometheus, gcc; waits for a busy dpkg lock) and Go-built tools cached by version
 # (kube-apiserver, istiod, helm, golangci-lint, controller-gen). Idempotent; `make test` runs it first.
 SETUP := e2e/cluster/build-binaries.sh
 # $(call tool,NAME): the cached path of a tool the set-up script builds (HELM, GOLANGCI_LINT, CONTROLLER_GEN).

@@ -2,7 +2,7 @@
 # build-binaries.sh — the one set-up script: installs (once) every tool the
 # tests run and caches the real control-plane binaries. `make test` (target
 # `setup`) and .ci/run both call it; the Go tests call it for what they miss.
-#   Debian: etcd, shellcheck, Prometheus (server + promtool)
+#   Debian: etcd, shellcheck, Prometheus (server + promtool), gcc
 #   Go modules, built and cached by version: kube-apiserver (k8s.io/kubernetes),
 #   pilot-discovery (istio.io/istio), helm (helm.sh/helm/v3), golangci-lint,
 #   controller-gen; Istio's CRDs from istio.io/api.
@@ -72,43 +72,89 @@ locked() {
 
 k8s_minor() { local v="${1#v}"; v="${v#*.}"; echo "${v%%.*}"; }
 
-# --- Debian packages: etcd, shellcheck, Prometheus (server + promtool) -------
-# debian_missing: the packages whose commands are absent.
+# --- Debian packages: etcd, shellcheck, Prometheus (server + promtool), gcc --
+# debian_missing: the packages whose commands are absent. gcc builds
+# leanmesh.so and the C test host (cgo); make itself must exist to run make.
 debian_missing() {
 	{ [[ -x /usr/bin/etcd ]] && command -v etcdctl >/dev/null; } || echo "etcd-server etcd-client"
 	command -v shellcheck >/dev/null || echo shellcheck
 	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || echo prometheus
+	command -v gcc >/dev/null || echo gcc
 }
 
-# apt_install PKG...: waits for another apt/dpkg process (a fresh machine often
-# runs unattended upgrades) instead of failing on its lock, and says so.
-# apt-get install honours DPkg::Lock::Timeout; apt-get update's lists lock has
-# no timeout option, so update is retried while another process holds it.
+# The locks apt and dpkg take (fcntl write locks, apt-pkg's GetLock): the
+# frontend lock every apt-get/apt/unattended-upgrade holds for its whole run,
+# dpkg's own, and the package lists' (apt-get update).
+APT_LOCKS=(/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock)
+
+# apt_lock_holders: "<lock> held by process <pid> (<command>)" for each held
+# apt/dpkg lock (lslocks, util-linux: essential on Debian), nothing when free.
+apt_lock_holders() {
+	command -v lslocks >/dev/null || return 0
+	lslocks -n -o PID,COMMAND,PATH 2>/dev/null | awk -v locks="${APT_LOCKS[*]}" '
+		BEGIN { n = split(locks, l, " "); for (i = 1; i <= n; i++) want[l[i]] = 1 }
+		want[$NF] { print $NF " held by process " $1 " (" $2 ")" }'
+}
+
+# apt_get ARGS...: apt-get that waits up to APT_LOCK_TIMEOUT for another
+# apt/dpkg process (a fresh machine often runs unattended upgrades) instead of
+# failing on its lock. It says what it waits for: the holder before it starts,
+# then apt's own "Waiting for cache lock: ... held by process N (name)" lines,
+# one every 30 s (apt prints one a second). Output goes to stderr and to
+# $APT_OUT (the caller tells a lock timeout from other failures with it).
+apt_get() {
+	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -o "DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT")
+	[[ $(id -u) -ne 0 ]] && apt=(sudo "${apt[@]}")
+	local holders
+	holders=$(apt_lock_holders)
+	if [[ -n "$holders" ]]; then
+		while read -r h; do
+			log "apt-get $1: waiting for the apt/dpkg lock, $h (up to ${APT_LOCK_TIMEOUT}s, APT_LOCK_TIMEOUT)"
+		done <<<"$holders"
+	fi
+	"${apt[@]}" "$@" 2>&1 | tee "$APT_OUT" | awk -v tag="[build-binaries] apt-get $1:" '
+		/^Waiting for cache lock/ { if (waits++ % 30 == 0) print tag, $0, "(" waits "s)"; fflush(); next }
+		{ print tag, $0; fflush() }' >&2
+	return "${PIPESTATUS[0]}"
+}
+
+# apt_lock_timed_out: the last apt_get failed because the lock stayed held.
+apt_lock_timed_out() {
+	grep -qE 'Could not get lock|Unable to acquire the dpkg frontend lock|Unable to lock' "$APT_OUT"
+}
+
+# apt_install PKG...: apt-get install, waiting for a busy lock (apt_get).
+# --no-upgrade: a package already installed is left as it is. apt-get update's
+# lists lock has no timeout option in apt 2.6, so update is retried while
+# another process holds it.
 apt_install() {
 	command -v apt-get >/dev/null || die "apt-get not available; install $* manually"
-	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT")
-	[[ $(id -u) -ne 0 ]] && apt=(sudo "${apt[@]}")
-	log "apt-get install $* (if another apt/dpkg process holds the lock, waits up to ${APT_LOCK_TIMEOUT}s; apt names the holder)"
-	if "${apt[@]}" install -y -qq "$@" >&2; then return; fi
+	APT_OUT="$CACHE/.apt-output.$$"
+	log "apt-get install $* (if another apt/dpkg process holds the lock, waits up to ${APT_LOCK_TIMEOUT}s and names it)"
+	if apt_get install -y --no-upgrade "$@"; then rm -f "$APT_OUT"; return; fi
+	apt_lock_timed_out && die "apt-get install $*: another apt/dpkg process held the lock for more than ${APT_LOCK_TIMEOUT}s ($(apt_lock_holders | paste -sd';' || true)); wait for it to finish or raise APT_LOCK_TIMEOUT, then re-run"
 	# Usually empty package lists on a fresh machine: update, then retry.
-	local deadline=$((SECONDS + APT_LOCK_TIMEOUT)) out
-	log "apt-get update"
-	until out=$("${apt[@]}" update -qq 2>&1); do
-		if grep -qi 'lock' <<<"$out" && ((SECONDS < deadline)); then
-			log "apt-get update: waiting for another process to release the apt lists lock: $(grep -m1 -i lock <<<"$out")"
+	local deadline=$((SECONDS + APT_LOCK_TIMEOUT))
+	until apt_get update; do
+		if apt_lock_timed_out && ((SECONDS < deadline)); then
+			log "apt-get update: waiting for another process to release the apt lists lock: $(apt_lock_holders | paste -sd';' || true)"
 			sleep 10
 			continue
 		fi
-		printf '%s\n' "$out" >&2
 		die "apt-get update failed"
 	done
-	"${apt[@]}" install -y -qq "$@" >&2 || die "apt-get install $* failed"
+	apt_get install -y --no-upgrade "$@" || die "apt-get install $* failed$(apt_lock_timed_out && echo ": the apt/dpkg lock stayed held for more than ${APT_LOCK_TIMEOUT}s")"
+	rm -f "$APT_OUT"
 }
 
 build_debian() {
 	local missing
 	read -r -a missing <<<"$(debian_missing | tr '\n' ' ')"
-	if [[ ${#missing[@]} -gt 0 ]]; then
+	# LEANMESH_APT_ALWAYS=1 runs the install even when nothing is missing (a
+	# no-op for apt that still takes its locks: the dpkg-lock test uses it).
+	if [[ ${#missing[@]} -eq 0 && "${LEANMESH_APT_ALWAYS:-}" == 1 ]]; then
+		apt_install etcd-server etcd-client shellcheck prometheus gcc
+	elif [[ ${#missing[@]} -gt 0 ]]; then
 		apt_install "${missing[@]}"
 		# Debian's package enables a system service; the tests start their own servers.
 		if command -v systemctl >/dev/null && [[ " ${missing[*]} " == *" prometheus "* ]]; then
@@ -118,7 +164,7 @@ build_debian() {
 		read -r -a missing <<<"$(debian_missing | tr '\n' ' ')"
 		[[ ${#missing[@]} -eq 0 ]] || die "installed but still missing: ${missing[*]}"
 	fi
-	log "debian: etcd $(/usr/bin/etcd --version 2>/dev/null | awk 'NR==1{print $3}'), shellcheck $(shellcheck --version | awk '/^version/{print $2}'), $(prometheus --version 2>&1 | awk 'NR==1{print $3}') prometheus + promtool"
+	log "debian: etcd $(/usr/bin/etcd --version 2>/dev/null | awk 'NR==1{print $3}'), shellcheck $(shellcheck --version | awk '/^version/{print $2}'), $(prometheus --version 2>&1 | awk 'NR==1{print $3}') prometheus + promtool, gcc $(gcc -dumpfullversion)"
 }
 
 # go_install NAME MODULE_PATH/cmd VERSION LDFLAGS: a module that builds with

@@ -1,0 +1,176 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// dpkgFrontendLock is the lock every apt-get, apt and unattended-upgrade run
+// holds: apt-pkg's debSystem::Lock takes it with GetLock, an fcntl F_SETLK
+// write lock over the whole file (apt-pkg/contrib/fileutl.cc), before dpkg's
+// own /var/lib/dpkg/lock.
+const dpkgFrontendLock = "/var/lib/dpkg/lock-frontend"
+
+// holdAptLock takes the dpkg frontend lock the way apt does, so that to apt
+// this test process is another package manager at work. The lock belongs to
+// the process (fcntl), so a child's apt-get really waits for it. A lock
+// already held by a real apt run is waited for first.
+func holdAptLock(t *testing.T) (release func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("taking %s needs root (apt itself runs as root here)", dpkgFrontendLock)
+	}
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		t.Skip("no apt-get: not a Debian-family machine")
+	}
+	f, err := os.OpenFile(dpkgFrontendLock, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: io.SeekStart}
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		err = syscall.FcntlFlock(f.Fd(), syscall.F_SETLK, &lk)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EACCES) || time.Now().After(deadline) {
+			f.Close()
+			t.Fatalf("locking %s: %v", dpkgFrontendLock, err)
+		}
+		time.Sleep(time.Second) // a real apt run holds it: wait our turn
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			unlock := syscall.Flock_t{Type: syscall.F_UNLCK, Whence: io.SeekStart}
+			_ = syscall.FcntlFlock(f.Fd(), syscall.F_SETLK, &unlock)
+			f.Close()
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// runSetup starts `build-binaries.sh debian` with apt forced to run
+// (LEANMESH_APT_ALWAYS: the packages are installed already, so without it the
+// script would not call apt at all), sending each output line to lines.
+func runSetup(t *testing.T, ctx context.Context, aptTimeout string, lines chan<- string) *exec.Cmd {
+	t.Helper()
+	script, err := BuildScript()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, "bash", script, "debian")
+	cmd.Env = append(os.Environ(), "LEANMESH_APT_ALWAYS=1", "APT_LOCK_TIMEOUT="+aptTimeout,
+		"LEANMESH_CACHE="+t.TempDir()) // its own artifact locks: never waits for another caller's
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	go func() { _ = cmd.Wait(); pw.Close() }()
+	return cmd
+}
+
+// TestSetupWaitsForDpkgLock: with another process holding the dpkg lock, the
+// set-up script's apt-get waits (saying which lock and which process), and
+// succeeds once it is released; with a lock held past APT_LOCK_TIMEOUT it
+// fails naming the holder instead of hanging or blaming the package lists.
+func TestSetupWaitsForDpkgLock(t *testing.T) {
+	t.Run("waits and succeeds", func(t *testing.T) {
+		const hold = 6 * time.Second
+		release := holdAptLock(t)
+		holder := fmt.Sprintf("held by process %d", os.Getpid())
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		lines := make(chan string, 100)
+		start := time.Now()
+		cmd := runSetup(t, ctx, "300", lines)
+		var out []string
+		var waitingAt, releasedAt time.Duration
+		timer := time.NewTimer(time.Minute)
+		defer timer.Stop()
+	read:
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					break read
+				}
+				out = append(out, l)
+				if waitingAt == 0 && strings.Contains(l, "waiting for the apt/dpkg lock, "+dpkgFrontendLock+" "+holder) {
+					// The script saw the holder; keep holding while apt waits.
+					waitingAt = time.Since(start)
+					timer.Reset(hold)
+				}
+			case <-timer.C:
+				if waitingAt == 0 {
+					release()
+					t.Fatalf("the script never said it was waiting for %s (%s) within a minute:\n%s", dpkgFrontendLock, holder, strings.Join(out, "\n"))
+				}
+				release()
+				releasedAt = time.Since(start)
+			}
+		}
+		done := time.Since(start)
+		all := strings.Join(out, "\n")
+		if cmd.ProcessState == nil || !cmd.ProcessState.Success() {
+			t.Fatalf("build-binaries.sh debian failed (%v) after %s:\n%s", cmd.ProcessState, done, all)
+		}
+		if releasedAt == 0 {
+			t.Fatalf("the script finished after %s while the lock was still held (it did not wait):\n%s", done, all)
+		}
+		// apt's own wait, naming this process, passed through.
+		if !strings.Contains(all, "Waiting for cache lock: Could not get lock "+dpkgFrontendLock+". It is "+holder) {
+			t.Errorf("apt's 'Waiting for cache lock' line naming %s is missing:\n%s", holder, all)
+		}
+		for _, want := range []string{"0 newly installed", "debian: etcd"} {
+			if !strings.Contains(all, want) {
+				t.Errorf("output lacks %q:\n%s", want, all)
+			}
+		}
+		t.Logf("waiting reported after %s, lock released at %s, set-up done at %s", waitingAt.Round(time.Millisecond),
+			releasedAt.Round(time.Millisecond), done.Round(time.Millisecond))
+	})
+
+	t.Run("gives up with the holder's name", func(t *testing.T) {
+		holdAptLock(t) // held past the 2 s timeout
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		lines := make(chan string, 100)
+		cmd := runSetup(t, ctx, "2", lines)
+		var out []string
+		for l := range lines {
+			out = append(out, l)
+		}
+		all := strings.Join(out, "\n")
+		if cmd.ProcessState == nil || cmd.ProcessState.Success() {
+			t.Fatalf("build-binaries.sh debian succeeded while the dpkg lock was held past APT_LOCK_TIMEOUT:\n%s", all)
+		}
+		want := fmt.Sprintf("held the lock for more than 2s (%s held by process %d", dpkgFrontendLock, os.Getpid())
+		if !strings.Contains(all, want) {
+			t.Errorf("the error does not say %q:\n%s", want, all)
+		}
+		if strings.Contains(all, "apt-get update") {
+			t.Errorf("a lock timeout must not be taken for stale package lists (apt-get update ran):\n%s", all)
+		}
+	})
+}
