@@ -193,10 +193,11 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./$$dir; \
 	  done; done; echo "fuzz: $$n targets passed, $(FUZZTIME) each"
 
-# Soak (not part of make test): honest and hostile traffic through two libraries in the C host
-# (e2e/dataplane TestSoakProxy) and against the real controller binary's ALS, with restarts
-# (e2e/hostile TestSoakController), for SOAK; both print memory, series and loss over time.
-# docs/security.md records a 30-minute run.
+# Soak: e2e/dataplane TestSoakProxy (honest and hostile traffic through two libraries in the C host) and
+# e2e/hostile TestSoakMesh (the real controller and istiod on a real kube-apiserver, two C hosts running the
+# filter config istiod pushes, while the policy switches modes, the controller and istiod restart and ALS is
+# flooded), for SOAK; both print memory, series and loss over time. TestSoakMesh's one-cycle variant runs in
+# make test. docs/security.md records a 30-minute run.
 SOAK ?= 5m
 SOAK_TIMEOUT ?= 3h
 # The two packages run as two go test processes so each streams its lines as they come.

@@ -12,8 +12,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -167,41 +165,6 @@ func (r *run) install() error {
 	return nil
 }
 
-// pluginConfig pulls the leanmesh filter's plugin_config out of an HTTP
-// chain as istiod served it (envoy.extensions.filters.http.golang.v3alpha.Config:
-// library_id 1, library_path 2, plugin_name 3, plugin_config 4).
-func pluginConfig(chains []cluster.HTTPChain, chain string) (*anypb.Any, error) {
-	for _, ch := range chains {
-		if chain != "" && ch.ChainName != chain {
-			continue
-		}
-		for _, fc := range ch.Configs {
-			if fc.Name != render.PluginHTTP {
-				continue
-			}
-			b := fc.Value
-			for len(b) > 0 {
-				num, typ, n := protowire.ConsumeTag(b)
-				if n < 0 {
-					return nil, protowire.ParseError(n)
-				}
-				b = b[n:]
-				if num == 4 && typ == protowire.BytesType {
-					v, _ := protowire.ConsumeBytes(b)
-					a := &anypb.Any{}
-					return a, proto.Unmarshal(v, a)
-				}
-				n = protowire.ConsumeFieldValue(num, typ, b)
-				if n < 0 {
-					return nil, protowire.ParseError(n)
-				}
-				b = b[n:]
-			}
-		}
-	}
-	return nil, fmt.Errorf("no %s filter config in chain %q", render.PluginHTTP, chain)
-}
-
 // startHost starts a test host for p's sidecar with its pod identity and
 // the configs istiod served to it.
 func (r *run) startHost(p *proxy) error {
@@ -241,15 +204,15 @@ func (r *run) startHost(p *proxy) error {
 	load := func(a *anypb.Any) (uint64, error) {
 		return h.Config(render.PluginHTTP, withLabelsPath(a, filepath.Join(dir, "labels")))
 	}
-	out, err := pluginConfig(s.HTTPFilterChains("0.0.0.0_9080"), "")
+	out, err := layout.PluginConfig(s.HTTPFilterChains("0.0.0.0_9080"), "")
 	if err != nil {
 		return err
 	}
-	in, err := pluginConfig(s.HTTPFilterChains("virtualInbound"), "0.0.0.0_9080")
+	in, err := layout.PluginConfig(s.HTTPFilterChains("virtualInbound"), "0.0.0.0_9080")
 	if err != nil {
 		return err
 	}
-	ex, err := pluginConfig(s.HTTPFilterChains(render.ExpositionListener), "")
+	ex, err := layout.PluginConfig(s.HTTPFilterChains(render.ExpositionListener), "")
 	if err != nil {
 		return err
 	}

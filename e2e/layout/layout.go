@@ -21,7 +21,9 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/controller/render"
@@ -252,3 +254,44 @@ func checkTCP(c Chain) error {
 	}
 	return nil
 }
+
+// PluginConfig pulls the leanmesh HTTP filter's plugin_config out of the
+// chains istiod served (chain "" takes the first chain carrying it), as the
+// golang filter's Config holds it (envoy.extensions.filters.http.golang.v3alpha.Config:
+// library_id 1, library_path 2, plugin_name 3, plugin_config 4). The test
+// hosts load exactly this, so they run what istiod pushed.
+func PluginConfig(chains []cluster.HTTPChain, chain string) (*anypb.Any, error) {
+	for _, ch := range chains {
+		if chain != "" && ch.ChainName != chain {
+			continue
+		}
+		for _, fc := range ch.Configs {
+			if fc.Name != render.PluginHTTP {
+				continue
+			}
+			b := fc.Value
+			for len(b) > 0 {
+				num, typ, n := protowire.ConsumeTag(b)
+				if n < 0 {
+					return nil, protowire.ParseError(n)
+				}
+				b = b[n:]
+				if num == 4 && typ == protowire.BytesType {
+					v, _ := protowire.ConsumeBytes(b)
+					a := &anypb.Any{}
+					return a, proto.Unmarshal(v, a)
+				}
+				n = protowire.ConsumeFieldValue(num, typ, b)
+				if n < 0 {
+					return nil, protowire.ParseError(n)
+				}
+				b = b[n:]
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w in chain %q", ErrNoPlugin, chain)
+}
+
+// ErrNoPlugin: the chains served carry no leanmesh HTTP filter (Istio mode,
+// or a proxy the policy does not select).
+var ErrNoPlugin = fmt.Errorf("no %s filter config", render.PluginHTTP)

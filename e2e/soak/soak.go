@@ -1,5 +1,5 @@
 // Package soak holds what the soak tests (e2e/dataplane TestSoakProxy,
-// e2e/hostile TestSoakController) share: how long they run and how often
+// e2e/hostile TestSoakMesh) share: how long they run and how often
 // they report. `make soak SOAK=30m` sets LEANMESH_SOAK; without it they skip,
 // so `make test` never runs them.
 package soak
