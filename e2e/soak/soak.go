@@ -1,7 +1,7 @@
 // Package soak holds what the soak tests (e2e/dataplane TestSoakProxy,
 // e2e/hostile TestSoakMesh) share: how long they run and how often
-// they report. `make soak SOAK=30m` sets LEANMESH_SOAK; without it they skip,
-// so `make test` never runs them.
+// they report. `make soak SOAK=30m` sets LEANMESH_SOAK; without it
+// TestSoakProxy skips and TestSoakMesh runs one short cycle (in make test).
 package soak
 
 import (
