@@ -30,7 +30,8 @@ func TestChartOnAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	kube := []string{"KUBECONFIG=" + env.Kubeconfig}
-	for _, ns := range []string{releaseNS, "monitoring"} {
+	// The lazy egress namespaces of the value sets get their Roles.
+	for _, ns := range []string{releaseNS, "monitoring", "istio-system", "lazy-egress"} {
 		if err := env.CreateNamespace(ctx, ns, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -63,9 +64,13 @@ func TestChartOnAPIServer(t *testing.T) {
 		run(append([]string{"upgrade", releaseName, ".", "--namespace", releaseNS}, valueArgs("lazyxds-workloadtable-revision.yaml", nil)...)...)
 		mustExist(ctx, t, env.Client, "rbac.authorization.k8s.io/v1", "ClusterRole", "", releaseName+"-controller-lazyxds")
 		mustExist(ctx, t, env.Client, "rbac.authorization.k8s.io/v1", "Role", releaseNS, releaseName+"-controller-lazyxds")
+		for _, ns := range []string{"istio-system", "lazy-egress"} {
+			mustExist(ctx, t, env.Client, "rbac.authorization.k8s.io/v1", "Role", ns, releaseName+"-controller-lazyxds-egress")
+		}
 		mustExist(ctx, t, env.Client, "rbac.authorization.k8s.io/v1", "ClusterRole", "", releaseName+"-controller-workload-table")
 		run(append([]string{"upgrade", releaseName, ".", "--namespace", releaseNS}, valueArgs("minimal.yaml", nil)...)...)
 		mustNotExist(ctx, t, env.Client, "rbac.authorization.k8s.io/v1", "ClusterRole", "", releaseName+"-controller-lazyxds")
+		mustNotExist(ctx, t, env.Client, "rbac.authorization.k8s.io/v1", "Role", "istio-system", releaseName+"-controller-lazyxds-egress")
 		mustNotExist(ctx, t, env.Client, "rbac.authorization.k8s.io/v1", "Role", releaseNS, releaseName+"-controller-leader-election")
 
 		// Hooks would wait for Jobs that never run here (no kubelet).

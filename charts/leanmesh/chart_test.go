@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 )
@@ -29,8 +30,8 @@ var valueSets = []struct {
 	{"minimal.yaml", "ClusterRole ClusterRoleBinding ConfigMap Deployment"},
 	{"metrics-plain.yaml", "ClusterRole ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget PodMonitor Role RoleBinding Service ServiceAccount ServiceMonitor"},
 	{"metrics-secure-servicemonitor.yaml", "ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount ServiceMonitor"},
-	{"lazyxds-workloadtable-revision.yaml", "ClusterRole ClusterRole ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role Role RoleBinding RoleBinding Service Service ServiceAccount"},
-	{"lazyxds-no-leader-election.yaml", "ClusterRole ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount"},
+	{"lazyxds-workloadtable-revision.yaml", "ClusterRole ClusterRole ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role Role Role Role RoleBinding RoleBinding RoleBinding RoleBinding Service Service ServiceAccount"},
+	{"lazyxds-no-leader-election.yaml", "ClusterRole ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role Role RoleBinding RoleBinding Service ServiceAccount"},
 	{"workloadtable-plaintext.yaml", "ClusterRole ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service Service ServiceAccount"},
 	{"library-mount-imagevolume.yaml", "ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount"},
 	{"library-mount-initcontainer.yaml", "ClusterRole ClusterRole ClusterRole ClusterRoleBinding ClusterRoleBinding ConfigMap Deployment PodDisruptionBudget Role RoleBinding Service ServiceAccount"},
@@ -209,7 +210,8 @@ func TestDeploymentArgs(t *testing.T) {
 		{"metrics-plain.yaml", []string{"--metrics-bind-address=:8080", "--metrics-secure=false"}, nil},
 		{"metrics-secure-servicemonitor.yaml", []string{"--metrics-cert-dir=/etc/leanmesh/metrics-tls", "secretName: leanmesh-metrics-tls"}, nil},
 		{"lazyxds-workloadtable-revision.yaml", []string{"--istio-revision=canary-1-31", "--lazyxds", "--lazyxds-als-address=:15014",
-			"--lazyxds-als-host=leanmesh-controller.leanmesh-system.svc.cluster.local", "--workload-table-tls-cert=/etc/leanmesh/workload-table-tls/tls.crt",
+			"--lazyxds-als-host=leanmesh-controller.leanmesh-system.svc.cluster.local", "--lazyxds-egress-namespaces=istio-system,lazy-egress",
+			"--workload-table-tls-cert=/etc/leanmesh/workload-table-tls/tls.crt",
 			"secretName: leanmesh-workload-table-tls", "name: grpc-als", "name: grpc-workloads"}, nil},
 		{"workloadtable-plaintext.yaml", []string{"--workload-table-plaintext", "--workload-table-address=:15013"}, []string{"workload-table-tls"}},
 		{"scheduling-and-image.yaml", []string{"image: registry.example/leanmesh/leanmesh:0.1.0-rc1", "imagePullPolicy: Always",
@@ -277,7 +279,8 @@ func chartAppVersion(t testing.TB) string {
 	return fmt.Sprint(readYAML(t, "Chart.yaml")["appVersion"])
 }
 
-// generatedRules reads controller-gen's role.yaml for a feature: kind -> rules.
+// generatedRules reads controller-gen's role.yaml for a feature: "ClusterRole"
+// or "Role/<marker namespace>" -> rules.
 func generatedRules(t *testing.T, path string) map[string][]rbacv1.PolicyRule {
 	t.Helper()
 	raw, err := os.ReadFile(path)
@@ -287,13 +290,18 @@ func generatedRules(t *testing.T, path string) map[string][]rbacv1.PolicyRule {
 	out := map[string][]rbacv1.PolicyRule{}
 	for _, doc := range strings.Split(string(raw), "\n---\n") {
 		var r struct {
-			Kind  string              `json:"kind"`
-			Rules []rbacv1.PolicyRule `json:"rules"`
+			Kind     string              `json:"kind"`
+			Metadata metav1.ObjectMeta   `json:"metadata"`
+			Rules    []rbacv1.PolicyRule `json:"rules"`
 		}
 		if err := yaml.Unmarshal([]byte(doc), &r); err != nil {
 			t.Fatal(err)
 		}
-		if r.Kind != "" {
+		switch r.Kind {
+		case "":
+		case "Role":
+			out["Role/"+r.Metadata.Namespace] = r.Rules
+		default:
 			out[r.Kind] = r.Rules
 		}
 	}
@@ -303,8 +311,14 @@ func generatedRules(t *testing.T, path string) map[string][]rbacv1.PolicyRule {
 // TestRBACPerFeature: the chart grants exactly the generated rules of the
 // features a value set turns on, under the feature's label, and nothing of
 // the others (no Deployment/Service writes without lazy xDS; the snapshot
-// ConfigMap Role without leader election).
+// ConfigMap Role without leader election). Roles land where their marker
+// namespace says: leanmesh-system is the release namespace, istio-system
+// each lazy-egress namespace (the egress's writes, nowhere else).
 func TestRBACPerFeature(t *testing.T) {
+	egressNS := map[string][]string{
+		"lazyxds-workloadtable-revision.yaml": {"istio-system", "lazy-egress"},
+		"lazyxds-no-leader-election.yaml":     {"istio-system"},
+	}
 	features := map[string][]string{
 		"default.yaml":                        {"core", "leader-election", "metrics-auth"},
 		"minimal.yaml":                        {"core"},
@@ -316,6 +330,7 @@ func TestRBACPerFeature(t *testing.T) {
 	for file, want := range features {
 		t.Run(file, func(t *testing.T) {
 			got := map[string]map[string][]rbacv1.PolicyRule{}
+			var egressRoles []string
 			for _, o := range mustTemplate(t, file, nil) {
 				if (o.GetKind() != "ClusterRole" && o.GetKind() != "Role") || isHook(o) {
 					continue
@@ -334,7 +349,22 @@ func TestRBACPerFeature(t *testing.T) {
 				if got[f] == nil {
 					got[f] = map[string][]rbacv1.PolicyRule{}
 				}
-				got[f][o.GetKind()] = r.Rules
+				key := o.GetKind()
+				switch {
+				case key == "Role" && o.GetNamespace() == releaseNS && !strings.HasSuffix(o.GetName(), "-egress"):
+					key = "Role/leanmesh-system"
+				case key == "Role":
+					key = "Role/istio-system"
+					egressRoles = append(egressRoles, o.GetNamespace())
+					if prev, ok := got[f][key]; ok && !reflect.DeepEqual(prev, r.Rules) {
+						t.Errorf("egress Roles differ: %+v vs %+v", prev, r.Rules)
+					}
+				}
+				got[f][key] = r.Rules
+			}
+			sort.Strings(egressRoles)
+			if !slices.Equal(egressRoles, egressNS[file]) {
+				t.Errorf("lazy-egress Roles in %v, want %v", egressRoles, egressNS[file])
 			}
 			var names []string
 			for f := range got {

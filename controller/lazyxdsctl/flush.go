@@ -438,25 +438,39 @@ func (l *Loop) collectGarbage(ctx context.Context) error {
 			l.metrics.sidecar("deleted")
 		}
 	}
-	for _, gvk := range []schema.GroupVersionKind{
-		networkingv1alpha3.SchemeGroupVersion.WithKind("EnvoyFilter"),
-		corev1.SchemeGroupVersion.WithKind("ServiceAccount"),
-		appsv1.SchemeGroupVersion.WithKind("Deployment"),
-		corev1.SchemeGroupVersion.WithKind("Service"),
-		networkingv1.SchemeGroupVersion.WithKind("Gateway"),
-		networkingv1.SchemeGroupVersion.WithKind("VirtualService"),
+	// EnvoyFilters and VirtualServices are also written in workload
+	// namespaces, and Services are read everywhere: listed cluster-wide. The
+	// egress-only kinds are listed where the egress may live (the chart
+	// grants them there only).
+	egressNamespaces := l.opts.EgressNamespaces
+	if len(egressNamespaces) == 0 {
+		egressNamespaces = []string{metav1.NamespaceAll}
+	}
+	for _, kind := range []struct {
+		gvk        schema.GroupVersionKind
+		namespaces []string
+	}{
+		{networkingv1alpha3.SchemeGroupVersion.WithKind("EnvoyFilter"), []string{metav1.NamespaceAll}},
+		{corev1.SchemeGroupVersion.WithKind("ServiceAccount"), egressNamespaces},
+		{appsv1.SchemeGroupVersion.WithKind("Deployment"), egressNamespaces},
+		{corev1.SchemeGroupVersion.WithKind("Service"), []string{metav1.NamespaceAll}},
+		{networkingv1.SchemeGroupVersion.WithKind("Gateway"), egressNamespaces},
+		{networkingv1.SchemeGroupVersion.WithKind("VirtualService"), []string{metav1.NamespaceAll}},
 	} {
-		list := &metav1.PartialObjectMetadataList{}
-		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		sel := client.MatchingLabels{v1alpha1.LabelManagedBy: v1alpha1.ManagedBy}
-		if err := l.api.List(ctx, list, sel, client.HasLabels{v1alpha1.LabelComponent}); err != nil {
-			return err
-		}
-		for _, o := range list.Items {
-			if c := o.Labels[v1alpha1.LabelComponent]; c != ComponentRedirect && c != ComponentEgress && c != ComponentEgressRoutes {
-				continue
+		gvk := kind.gvk
+		for _, ns := range kind.namespaces {
+			list := &metav1.PartialObjectMetadataList{}
+			list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+			sel := client.MatchingLabels{v1alpha1.LabelManagedBy: v1alpha1.ManagedBy}
+			if err := l.api.List(ctx, list, sel, client.HasLabels{v1alpha1.LabelComponent}, client.InNamespace(ns)); err != nil {
+				return err
 			}
-			l.infraApplied[gvk.Kind+"/"+o.Namespace+"/"+o.Name] = infraObject{gvk: gvk}
+			for _, o := range list.Items {
+				if c := o.Labels[v1alpha1.LabelComponent]; c != ComponentRedirect && c != ComponentEgress && c != ComponentEgressRoutes {
+					continue
+				}
+				l.infraApplied[gvk.Kind+"/"+o.Namespace+"/"+o.Name] = infraObject{gvk: gvk}
+			}
 		}
 	}
 	l.mu.Lock()

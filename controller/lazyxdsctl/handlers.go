@@ -155,6 +155,17 @@ func (l *Loop) onPolicy(obj any, deleted bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	old := l.policies[key]
+	if !deleted && l.egressRefusal(p) != "" {
+		// Not applied: its status says why. If it was in force (the
+		// namespace changed), it is undone as on deletion.
+		l.refused[key], l.statusDirty = p, true
+		if old == nil {
+			return
+		}
+		deleted = true
+	} else {
+		delete(l.refused, key)
+	}
 	if deleted {
 		delete(l.policies, key)
 	} else {

@@ -75,7 +75,8 @@ func startController(t *testing.T, cfg *rest.Config, env *cluster.Env, mods ...f
 	reg := prometheus.NewRegistry()
 	opts := Options{
 		ALSListener: lis, ALSPlaintext: true, Namespace: controllerNS, RootNamespace: rootNS,
-		Registry: reg, Recorder: mgr.GetEventRecorder("leanmesh-lazyxds"), Logger: testr.New(t),
+		EgressNamespaces: []string{rootNS}, // as the command's default: the generated Role's namespace
+		Registry:         reg, Recorder: mgr.GetEventRecorder("leanmesh-lazyxds"), Logger: testr.New(t),
 	}
 	for _, m := range mods {
 		m(&opts)

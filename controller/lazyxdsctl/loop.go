@@ -20,7 +20,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +87,12 @@ type Options struct {
 	ALSPort uint32
 	// IstioRevision injects the lazy egress with that istiod revision.
 	IstioRevision string
+	// EgressNamespaces are the namespaces the lazy egress may be written in
+	// (the chart grants its Deployment, Service, ServiceAccount and Gateway
+	// writes there only, as a Role). A LazyXDS naming another egress
+	// namespace is not applied and says why in its Ready condition. Empty:
+	// any namespace (the writes need cluster-wide grants).
+	EgressNamespaces []string
 	// Namespace is the controller's namespace: the snapshot ConfigMap lives there.
 	Namespace     string
 	ConfigMapName string // default DefaultConfigMapName
@@ -176,6 +184,7 @@ type Loop struct {
 	pods         map[types.NamespacedName]podFacts
 	workloads    map[lazyxds.WorkloadKey]*wlState
 	policies     map[types.NamespacedName]*v1alpha1.LazyXDS
+	refused      map[types.NamespacedName]*v1alpha1.LazyXDS  // egress namespace not allowed: status only
 	userSidecars map[string]map[string]*networkingv1.Sidecar // ns → name
 	seByHost     map[string]map[types.NamespacedName]lazyxds.Service
 	seHosts      map[types.NamespacedName][]string
@@ -216,6 +225,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*Loop, error) {
 		pods:         map[types.NamespacedName]podFacts{},
 		workloads:    map[lazyxds.WorkloadKey]*wlState{},
 		policies:     map[types.NamespacedName]*v1alpha1.LazyXDS{},
+		refused:      map[types.NamespacedName]*v1alpha1.LazyXDS{},
 		userSidecars: map[string]map[string]*networkingv1.Sidecar{},
 		seByHost:     map[string]map[types.NamespacedName]lazyxds.Service{},
 		seHosts:      map[types.NamespacedName][]string{},
@@ -355,6 +365,17 @@ func (l *Loop) Start(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// egressRefusal says why a policy's egress namespace is not one the
+// controller may write in ("" when it is).
+func (l *Loop) egressRefusal(p *v1alpha1.LazyXDS) string {
+	ns, _ := EgressOf(p, l.egress).ServiceAccount()
+	if len(l.opts.EgressNamespaces) == 0 || slices.Contains(l.opts.EgressNamespaces, ns) {
+		return ""
+	}
+	return fmt.Sprintf("spec.egress.namespace %q is not a lazy-egress namespace of this controller (%s: --lazyxds-egress-namespaces, chart value lazyXDS.egressNamespaces, which also grants the writes there); nothing of this policy is applied",
+		ns, strings.Join(l.opts.EgressNamespaces, ", "))
 }
 
 // authorizeALS admits the identity of an egress some LazyXDS uses.

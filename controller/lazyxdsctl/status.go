@@ -29,6 +29,7 @@ type policyFacts struct {
 	deps      int
 	seeded    int
 	seed      *seedState // copy; nil without seedFromTelemetry
+	refused   string     // why the policy is not applied (egressRefusal)
 }
 
 // writeStatus updates each policy's status when its content changed.
@@ -43,6 +44,11 @@ func (l *Loop) writeStatus(ctx context.Context) {
 	for key, p := range l.policies {
 		if p.DeletionTimestamp.IsZero() {
 			facts[key] = &policyFacts{p: p}
+		}
+	}
+	for key, p := range l.refused {
+		if p.DeletionTimestamp.IsZero() {
+			facts[key] = &policyFacts{p: p, refused: l.egressRefusal(p)}
 		}
 	}
 	for k, ws := range l.workloads {
@@ -106,6 +112,16 @@ func (l *Loop) writeStatus(ctx context.Context) {
 // statusFor computes a policy's status; conditions keep their transition
 // times from the current status.
 func (l *Loop) statusFor(f *policyFacts, run *policyRuntime) v1alpha1.LazyXDSStatus {
+	if f.refused != "" {
+		st := v1alpha1.LazyXDSStatus{ObservedGeneration: f.p.Generation,
+			Conditions: append([]metav1.Condition(nil), f.p.Status.Conditions...)}
+		for _, c := range []string{v1alpha1.ConditionConflict, v1alpha1.ConditionSeeded, v1alpha1.ConditionRoutingReproduced} {
+			meta.RemoveStatusCondition(&st.Conditions, c)
+		}
+		v1alpha1.SetCondition(&st.Conditions, f.p.Generation, v1alpha1.ConditionReady, metav1.ConditionFalse,
+			v1alpha1.ReasonEgressNamespaceNotAllowed, f.refused)
+		return st
+	}
 	sort.Strings(f.conflicts)
 	st := v1alpha1.LazyXDSStatus{
 		ObservedGeneration:  f.p.Generation,

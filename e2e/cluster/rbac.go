@@ -35,6 +35,12 @@ func (e *Env) ServiceAccountConfig(ctx context.Context, rbacYAML []byte, namespa
 		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
 			return nil, fmt.Errorf("rbac yaml: %w", err)
 		}
+		if ns := u.GetNamespace(); u.GetKind() == "Role" && ns != namespace {
+			// A Role for another namespace (the lazy egress's): as a cluster would have it.
+			if err := e.CreateNamespace(ctx, ns, nil); err != nil && !apierrors.IsAlreadyExists(err) {
+				return nil, err
+			}
+		}
 		objs = append(objs, u)
 		ref := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: u.GetKind(), Name: u.GetName()}
 		if u.GetKind() == "ClusterRole" {

@@ -268,6 +268,35 @@ func exerciseLazyXDS(t *testing.T, r *run) {
 		return c.Get(ctx, client.ObjectKey{Namespace: controllerNS, Name: lazyxdsctl.DefaultConfigMapName}, &cm)
 	})
 
+	// An egress outside the namespaces the controller may write in (the
+	// generated Role's): refused in the status, nothing written, no request
+	// denied.
+	elsewhere := &v1alpha1.LazyXDS{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "elsewhere"}, Spec: v1alpha1.LazyXDSSpec{
+		Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "none"}},
+		Egress:   v1alpha1.LazyEgress{Namespace: "rbac-elsewhere", Name: "egress"},
+	}}
+	if err := c.Create(ctx, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually(30*time.Second, "a LazyXDS with an egress elsewhere refused in its status", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(elsewhere), elsewhere); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(elsewhere.Status.Conditions, v1alpha1.ConditionReady)
+		if cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != v1alpha1.ReasonEgressNamespaceNotAllowed ||
+			!strings.Contains(cond.Message, `"rbac-elsewhere"`) {
+			return fmt.Errorf("conditions %+v", elsewhere.Status.Conditions)
+		}
+		return nil
+	})
+	var deps appsv1.DeploymentList
+	if err := c.List(ctx, &deps, client.InNamespace("rbac-elsewhere")); err != nil || len(deps.Items) > 0 {
+		t.Errorf("egress Deployments in rbac-elsewhere: %d (%v)", len(deps.Items), err)
+	}
+	if err := c.Delete(ctx, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+
 	// The LazyXDS goes: Sidecars, redirect and egress go with it.
 	if err := c.Delete(ctx, lazy); err != nil {
 		t.Fatal(err)

@@ -88,6 +88,8 @@ const (
 	ReasonSeedPending          ConditionReason = "SeedPending"
 	ReasonAllRoutesReproduced  ConditionReason = "AllRoutesReproduced"
 	ReasonUnreproducibleRoutes ConditionReason = "UnreproducibleRoutes"
+	// The policy's egress namespace is not one the controller may write in.
+	ReasonEgressNamespaceNotAllowed ConditionReason = "EgressNamespaceNotAllowed"
 )
 
 // SetCondition sets a condition at generation gen, with the message cut at

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"os"
+	"strings"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -27,6 +29,7 @@ type lazyXDSFlags struct {
 	flushInterval   *time.Duration
 	persistInterval *time.Duration
 	gracePeriod     *time.Duration
+	egressNS        *string
 }
 
 func addLazyXDSFlags(fs *flag.FlagSet) *lazyXDSFlags {
@@ -45,6 +48,8 @@ func addLazyXDSFlags(fs *flag.FlagSet) *lazyXDSFlags {
 		flushInterval:   fs.Duration("lazyxds-flush-interval", time.Second, "how often learned dependencies are written to Sidecars"),
 		persistInterval: fs.Duration("lazyxds-persist-interval", 10*time.Second, "at most how often last-seen refreshes are persisted (new dependencies are persisted before their Sidecar)"),
 		gracePeriod:     fs.Duration("lazyxds-workload-grace-period", 10*time.Minute, "how long a workload without pods keeps its dependencies"),
+		egressNS: fs.String("lazyxds-egress-namespaces", "istio-system",
+			"comma-separated namespaces the lazy egress may be written in (its Deployment, Service, ServiceAccount and Gateway; the chart grants those writes there only); a LazyXDS naming another is not applied and says so in its status"),
 	}
 }
 
@@ -54,6 +59,15 @@ func setupLazyXDS(mgr ctrl.Manager, f *lazyXDSFlags, rootNS, revision string) er
 		return nil
 	}
 	ns := os.Getenv("POD_NAMESPACE")
+	var egressNS []string
+	for _, n := range strings.Split(*f.egressNS, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			egressNS = append(egressNS, n)
+		}
+	}
+	if len(egressNS) == 0 {
+		return errors.New("--lazyxds-egress-namespaces: name at least one namespace the lazy egress may be written in")
+	}
 	_, err := lazyxdsctl.Setup(mgr, lazyxdsctl.Options{
 		ALSAddress:          *f.alsAddr,
 		ALSMeshRootFile:     *f.alsMeshRoot,
@@ -66,6 +80,7 @@ func setupLazyXDS(mgr ctrl.Manager, f *lazyXDSFlags, rootNS, revision string) er
 		ConfigMapName:       *f.configMap,
 		RootNamespace:       rootNS,
 		IstioRevision:       revision,
+		EgressNamespaces:    egressNS,
 		ClusterDomain:       *f.clusterDomain,
 		FlushInterval:       *f.flushInterval,
 		PersistInterval:     *f.persistInterval,
