@@ -35,7 +35,19 @@ type CachedReviewer struct {
 	once          sync.Once
 	mu            sync.Mutex
 	entries       map[[32]byte]reviewEntry
+	inflight      map[[32]byte]*review
 	reviews, hits uint64
+}
+
+// review is one TokenReview in flight; callers presenting the same token
+// meanwhile wait for its answer instead of sending their own (a proxy's
+// streams reconnect together, and an attacker could otherwise open N
+// streams at once with one token to cost N reviews).
+type review struct {
+	done     chan struct{}
+	user     string
+	err      error
+	answered bool // false: the caller's context ended, no answer about the token
 }
 
 type reviewEntry struct {
@@ -64,27 +76,60 @@ func (c *CachedReviewer) init() {
 		c.Now = time.Now
 	}
 	c.entries = map[[32]byte]reviewEntry{}
+	c.inflight = map[[32]byte]*review{}
 }
 
-// Review returns a cached outcome, or asks Next and caches its answer.
+// Review returns a cached outcome, joins a review of the same token in
+// flight, or asks Next and caches its answer.
 func (c *CachedReviewer) Review(ctx context.Context, token string) (string, error) {
 	c.once.Do(c.init)
 	key := sha256.Sum256([]byte(token))
-	now := c.Now()
-	c.mu.Lock()
-	if e, ok := c.entries[key]; ok && now.Before(e.expires) {
-		c.hits++
+	for {
+		now := c.Now()
+		c.mu.Lock()
+		if e, ok := c.entries[key]; ok && now.Before(e.expires) {
+			c.hits++
+			c.mu.Unlock()
+			return e.user, e.err
+		}
+		if r, ok := c.inflight[key]; ok {
+			c.hits++
+			c.mu.Unlock()
+			select {
+			case <-r.done:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+			if r.answered {
+				return r.user, r.err
+			}
+			continue // its caller gave up: ask again
+		}
+		r := &review{done: make(chan struct{})}
+		c.inflight[key] = r
 		c.mu.Unlock()
-		return e.user, e.err
+		return c.ask(ctx, key, token, now, r)
 	}
-	c.mu.Unlock()
+}
+
+// ask sends the review r stands for and publishes its answer.
+func (c *CachedReviewer) ask(ctx context.Context, key [32]byte, token string, now time.Time, r *review) (string, error) {
+	defer func() {
+		c.mu.Lock()
+		delete(c.inflight, key)
+		c.mu.Unlock()
+		close(r.done)
+	}()
 	if !c.Limit.Allow() {
+		r.err, r.answered = ErrReviewRateLimited, true
 		return "", ErrReviewRateLimited
 	}
 	user, err := c.Next.Review(ctx, token)
+	r.user, r.err = user, err
 	if ctx.Err() != nil {
 		return user, err // not an answer about the token
 	}
+	r.answered = true
 	ttl := c.TTL
 	if err != nil {
 		ttl = c.NegativeTTL

@@ -70,3 +70,82 @@ func TestReviewCache(t *testing.T) {
 		t.Fatalf("good token: %v", err)
 	}
 }
+
+// slowReviewer answers after release is closed, counting calls.
+type slowReviewer struct {
+	calls   atomic.Int64
+	release chan struct{}
+}
+
+func (s *slowReviewer) Review(ctx context.Context, token string) (string, error) {
+	s.calls.Add(1)
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	if token == "good" {
+		return "system:serviceaccount:shop:frontend", nil
+	}
+	return "", errors.New("token not authenticated")
+}
+
+// TestReviewCacheCoalesces: streams that present one token at the same
+// time (a proxy reconnecting, or an attacker opening many streams at once)
+// cost one TokenReview, and all get its answer; a waiter whose review's
+// caller gave up asks again rather than taking a non-answer.
+func TestReviewCacheCoalesces(t *testing.T) {
+	for _, token := range []string{"good", "bad"} {
+		next := &slowReviewer{release: make(chan struct{})}
+		c := &CachedReviewer{Next: next}
+		const n = 50
+		errs := make(chan error, n)
+		for range n {
+			go func() {
+				u, err := c.Review(context.Background(), token)
+				if (token == "good") != (err == nil && u != "") {
+					err = fmt.Errorf("token %s: user %q, error %v", token, u, err)
+				} else {
+					err = nil
+				}
+				errs <- err
+			}()
+		}
+		for next.calls.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // the others queue behind the one in flight
+		close(next.release)
+		for range n {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+		if got := next.calls.Load(); got != 1 {
+			t.Errorf("token %s: %d concurrent streams cost %d reviews, want 1", token, n, got)
+		}
+	}
+
+	next := &slowReviewer{release: make(chan struct{})}
+	c := &CachedReviewer{Next: next}
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() { _, err := c.Review(ctx, "good"); first <- err }()
+	for next.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	second := make(chan error, 1)
+	go func() { _, err := c.Review(context.Background(), "good"); second <- err }()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled caller: %v", err)
+	}
+	close(next.release)
+	if err := <-second; err != nil {
+		t.Fatalf("the waiter took its predecessor's non-answer: %v", err)
+	}
+	if got := next.calls.Load(); got != 2 {
+		t.Errorf("%d reviews, want 2 (the waiter asked again)", got)
+	}
+}
