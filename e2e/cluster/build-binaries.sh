@@ -32,7 +32,9 @@
 #        override versions;
 #        LEANMESH_BUILD_KUBECTL=1 builds kubectl when none is installed;
 #        APT_LOCK_TIMEOUT (seconds, default 1200) bounds the wait for another
-#        apt/dpkg process.
+#        apt/dpkg process (the script names the lock and its holder);
+#        LEANMESH_APT_ALWAYS=1 runs apt-get install even when every Debian
+#        package is present (a no-op that still takes apt's locks; tests).
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.37.0}"
@@ -113,6 +115,7 @@ apt_get() {
 		done <<<"$holders"
 	fi
 	"${apt[@]}" "$@" 2>&1 | tee "$APT_OUT" | awk -v tag="[build-binaries] apt-get $1:" '
+		{ sub(/\r+$/, ""); n = split($0, p, "\r"); $0 = p[n] } # dpkg redraws its progress with CR: the last one
 		/^Waiting for cache lock/ { if (waits++ % 30 == 0) print tag, $0, "(" waits "s)"; fflush(); next }
 		{ print tag, $0; fflush() }' >&2
 	return "${PIPESTATUS[0]}"
@@ -257,7 +260,7 @@ k8s_build() { # $1 = command name (kube-apiserver|kubectl)
 	local dir minor start
 	dir=$(k8s_scratch)
 	minor=$(k8s_minor "$K8S_VERSION")
-	log "$name $K8S_VERSION: go build (takes ~8 min cold on 2 cores)"
+	log "$name $K8S_VERSION: go build (~8 min cold on 2 idle cores, far longer on a busy machine)"
 	start=$(date +%s)
 	mkdir -p "$out"
 	(cd "$dir" && go build -trimpath -ldflags "-s -w \
@@ -319,7 +322,7 @@ build_pilot() {
 		(cd "$dir" && go mod tidy -e >&2) || die "go mod tidy failed for istio scratch module"
 		touch "$dir/.ready"
 	fi
-	log "pilot-discovery $ISTIO_VERSION: go build (takes ~5-9 min cold on 2 cores)"
+	log "pilot-discovery $ISTIO_VERSION: go build (~5-9 min cold on 2 idle cores, far longer on a busy machine)"
 	local start
 	start=$(date +%s)
 	mkdir -p "$out"
