@@ -85,15 +85,18 @@ debian_missing() {
 }
 
 # The locks apt and dpkg take (fcntl write locks, apt-pkg's GetLock): the
-# frontend lock every apt-get/apt/unattended-upgrade holds for its whole run,
-# dpkg's own, and the package lists' (apt-get update).
-APT_LOCKS=(/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock)
+# frontend lock every apt-get install/apt/unattended-upgrade holds for its
+# whole run and dpkg's own; apt-get update takes the package lists' instead.
+DPKG_LOCKS="/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock"
+LISTS_LOCK=/var/lib/apt/lists/lock
 
-# apt_lock_holders: "<lock> held by process <pid> (<command>)" for each held
-# apt/dpkg lock (lslocks, util-linux: essential on Debian), nothing when free.
+# apt_lock_holders [LOCK...]: "<lock> held by process <pid> (<command>)" for
+# each of these locks (default: all of them) that is held, nothing when free
+# (lslocks, util-linux: essential on Debian).
 apt_lock_holders() {
 	command -v lslocks >/dev/null || return 0
-	lslocks -n -o PID,COMMAND,PATH 2>/dev/null | awk -v locks="${APT_LOCKS[*]}" '
+	local locks="${*:-$DPKG_LOCKS $LISTS_LOCK}"
+	lslocks -n -o PID,COMMAND,PATH 2>/dev/null | awk -v locks="$locks" '
 		BEGIN { n = split(locks, l, " "); for (i = 1; i <= n; i++) want[l[i]] = 1 }
 		want[$NF] { print $NF " held by process " $1 " (" $2 ")" }'
 }
@@ -107,8 +110,10 @@ apt_lock_holders() {
 apt_get() {
 	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -o "DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT")
 	[[ $(id -u) -ne 0 ]] && apt=(sudo "${apt[@]}")
-	local holders
-	holders=$(apt_lock_holders)
+	local holders=""
+	# apt-get update does not wait for its lock (apt_install retries it).
+	# shellcheck disable=SC2086 # two paths
+	[[ "$1" == update ]] || holders=$(apt_lock_holders $DPKG_LOCKS)
 	if [[ -n "$holders" ]]; then
 		while read -r h; do
 			log "apt-get $1: waiting for the apt/dpkg lock, $h (up to ${APT_LOCK_TIMEOUT}s, APT_LOCK_TIMEOUT)"
@@ -140,7 +145,7 @@ apt_install() {
 	local deadline=$((SECONDS + APT_LOCK_TIMEOUT))
 	until apt_get update; do
 		if apt_lock_timed_out && ((SECONDS < deadline)); then
-			log "apt-get update: waiting for another process to release the apt lists lock: $(apt_lock_holders | paste -sd';' || true)"
+			log "apt-get update: another process held the apt lists lock ($(apt_lock_holders "$LISTS_LOCK" | paste -sd';' | grep . || echo "released since")); apt-get update cannot wait for it itself: retrying in 10s"
 			sleep 10
 			continue
 		fi
