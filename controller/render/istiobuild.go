@@ -9,12 +9,12 @@ import (
 	statsapi "istio.io/api/envoy/extensions/stats"
 )
 
-// IstioStandardMetrics are the names Istio's stats filter accepts in
+// istioStandardMetrics are the names Istio's stats filter accepts in
 // stats.PluginConfig.metrics[].name for its standard families (istio_stats.cc
 // Context::all_metrics_; istiod's metricToPrometheusMetric). A drop entry
 // must name one: an empty name matches none (Config::Config looks drop names
 // up one by one).
-var IstioStandardMetrics = []string{
+var istioStandardMetrics = []string{
 	"requests_total", "request_duration_milliseconds", "request_bytes", "response_bytes",
 	"request_messages_total", "response_messages_total",
 	"tcp_connections_opened_total", "tcp_connections_closed_total",
@@ -46,7 +46,7 @@ var IstioStandardMetrics = []string{
 // report timer (onNewConnection: only when report_duration_ > 0).
 func istioBuildCarrier() (map[string]any, error) {
 	cfg := &statsapi.PluginConfig{TcpReportingDuration: durationpb.New(0)}
-	for _, m := range IstioStandardMetrics {
+	for _, m := range istioStandardMetrics {
 		cfg.Metrics = append(cfg.Metrics, &statsapi.MetricConfig{Name: m, Drop: true})
 	}
 	a, err := anypb.New(cfg)
