@@ -189,29 +189,13 @@ func egressFilter(eg Egress, selector map[string]string, meta metav1.ObjectMeta)
 				// Mutual TLS with the egress's Istio workload certificate (the
 				// SDS secret "default" istio-agent serves every proxy, as in
 				// Istio's own clusters): the controller admits only this
-				// identity (docs/security.md). The server is not verified:
-				// the access logs are not secret, forging them is the threat.
+				// identity (docs/security.md).
 				"transport_socket": map[string]any{
 					"name": "envoy.transport_sockets.tls",
 					"typed_config": map[string]any{
-						"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-						"sni":   eg.ALSHost,
-						"common_tls_context": map[string]any{
-							"alpn_protocols": []any{"h2"},
-							"tls_certificate_sds_secret_configs": []any{map[string]any{
-								"name": "default",
-								"sds_config": map[string]any{
-									"api_config_source": map[string]any{
-										"api_type":                       "GRPC",
-										"grpc_services":                  []any{map[string]any{"envoy_grpc": map[string]any{"cluster_name": "sds-grpc"}}},
-										"set_node_on_first_message_only": true,
-										"transport_api_version":          "V3",
-									},
-									"initial_fetch_timeout": "0s",
-									"resource_api_version":  "V3",
-								},
-							}},
-						},
+						"@type":              "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+						"sni":                eg.ALSHost,
+						"common_tls_context": alsTLSContext(eg.ALSServerIdentity),
 					},
 				},
 				"typed_extension_protocol_options": map[string]any{
@@ -317,4 +301,44 @@ function envoy_on_request(h)
   h:clearRouteCache()
 end
 `)
+}
+
+// istioSDS is an SDS secret istio-agent serves the proxy ("default": its
+// workload certificate; "ROOTCA": the mesh root), configured as istiod
+// configures them (pilot/pkg/model ConstructSdsSecretConfig).
+func istioSDS(name string) map[string]any {
+	return map[string]any{
+		"name": name,
+		"sds_config": map[string]any{
+			"api_config_source": map[string]any{
+				"api_type":                       "GRPC",
+				"grpc_services":                  []any{map[string]any{"envoy_grpc": map[string]any{"cluster_name": "sds-grpc"}}},
+				"set_node_on_first_message_only": true,
+				"transport_api_version":          "V3",
+			},
+			"initial_fetch_timeout": "0s",
+			"resource_api_version":  "V3",
+		},
+	}
+}
+
+// alsTLSContext is the egress's side of the ALS connection: it presents
+// its workload certificate and, given the controller's SPIFFE ID, verifies
+// the server exactly as istiod has a proxy verify an ISTIO_MUTUAL peer
+// (pilot/pkg/security/model ApplyToCommonTLSContext: a combined validation
+// context, the SAN as an exact match, the root from SDS ROOTCA), so only
+// the controller's Istio certificate is accepted: not a self-signed one,
+// not another workload's.
+func alsTLSContext(serverIdentity string) map[string]any {
+	ctx := map[string]any{
+		"alpn_protocols":                     []any{"h2"},
+		"tls_certificate_sds_secret_configs": []any{istioSDS("default")},
+	}
+	if serverIdentity != "" {
+		ctx["combined_validation_context"] = map[string]any{
+			"default_validation_context":           map[string]any{"match_subject_alt_names": []any{map[string]any{"exact": serverIdentity}}},
+			"validation_context_sds_secret_config": istioSDS("ROOTCA"),
+		}
+	}
+	return ctx
 }

@@ -34,6 +34,10 @@ type Egress struct {
 	// ALSHost/ALSPort address the controller's AccessLogService.
 	ALSHost string // default "leanmesh-controller.leanmesh-system.svc.<domain>"
 	ALSPort uint32 // default 9977
+	// ALSServerIdentity is the controller's SPIFFE ID: when set, the egress
+	// verifies the ALS server as Istio verifies a mesh peer (chain to the
+	// mesh root from SDS ROOTCA, this SAN); empty, it does not verify it.
+	ALSServerIdentity string
 	// Revision is the istiod revision that injects the egress pods (label
 	// istio.io/rev); empty: the default injector (sidecar.istio.io/inject).
 	Revision string

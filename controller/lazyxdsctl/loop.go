@@ -73,9 +73,14 @@ type Options struct {
 	// workload certificate it signed, for the service account of an egress
 	// a LazyXDS names (docs/security.md). Required unless ALSPlaintext.
 	ALSMeshRootFile string
-	// ALSCertFile/ALSKeyFile: the ALS server certificate (default: a
-	// self-signed one made at start; the egress does not verify it).
+	// ALSCertFile/ALSKeyFile: the ALS server certificate when ALSIstioCert
+	// is not set (default: a self-signed one made at start, which the
+	// egress then is not rendered to verify).
 	ALSCertFile, ALSKeyFile string
+	// ALSIstioCert, when set, gets the ALS server certificate from Istio's
+	// CA for the controller's own identity (its Identity), and the lazy
+	// egress is rendered to verify that identity (docs/security.md).
+	ALSIstioCert *als.IstioCert
 	// ALSPlaintext serves ALS without TLS and admits any caller: anyone who
 	// reaches the port can forge dependencies. Tests only.
 	ALSPlaintext bool
@@ -221,7 +226,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*Loop, error) {
 			// every Sidecar, so this collapses into it.
 			EgressHost: opts.RootNamespace + "/*",
 		}),
-		egress:       lazyxds.Egress{ClusterDomain: opts.ClusterDomain, ALSHost: opts.ALSHost, ALSPort: opts.ALSPort, Revision: opts.IstioRevision},
+		egress:       lazyxds.Egress{ClusterDomain: opts.ClusterDomain, ALSHost: opts.ALSHost, ALSPort: opts.ALSPort, Revision: opts.IstioRevision, ALSServerIdentity: alsServerIdentity(opts)},
 		pods:         map[types.NamespacedName]podFacts{},
 		workloads:    map[lazyxds.WorkloadKey]*wlState{},
 		policies:     map[types.NamespacedName]*v1alpha1.LazyXDS{},
@@ -328,6 +333,9 @@ func (l *Loop) Start(ctx context.Context) error {
 	if !l.opts.ALSPlaintext {
 		m := &als.MeshTLS{RootFile: l.opts.ALSMeshRootFile, CertFile: l.opts.ALSCertFile, KeyFile: l.opts.ALSKeyFile,
 			OnReject: func(r als.Refusal) { l.als.Refuse(r, "TLS handshake") }}
+		if l.opts.ALSIstioCert != nil {
+			m.ServerCert = l.opts.ALSIstioCert.GetCertificate
+		}
 		creds, err := m.Credentials()
 		if err != nil {
 			return fmt.Errorf("lazyxds ALS: %w", err)
@@ -429,4 +437,13 @@ func (l *Loop) watch(ctx context.Context) ([]toolscache.ResourceEventHandlerRegi
 		regs = append(regs, reg)
 	}
 	return regs, nil
+}
+
+// alsServerIdentity is the identity the egress must see on the ALS server:
+// the controller's, when its certificate comes from Istio's CA.
+func alsServerIdentity(o Options) string {
+	if o.ALSIstioCert == nil || o.ALSPlaintext {
+		return ""
+	}
+	return o.ALSIstioCert.Identity
 }

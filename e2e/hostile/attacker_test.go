@@ -167,7 +167,7 @@ func (a *attacker) close() map[string]int {
 var plaintext = grpc.WithTransportCredentials(insecure.NewCredentials())
 
 func mtls(cert *tls.Certificate) grpc.DialOption {
-	cfg := &tls.Config{InsecureSkipVerify: true} // as the egress: it does not verify the controller
+	cfg := &tls.Config{InsecureSkipVerify: true} // the attacker does not care who the server is
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}

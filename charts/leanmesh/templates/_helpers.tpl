@@ -55,3 +55,8 @@ app.kubernetes.io/component: controller
 {{- div (mul (int64 $num) (int64 $mult) $pct) 100 }}
 {{- end }}
 {{- end }}
+
+{{/* "-<revision>" when an Istio revision is set (istiod's Service is istiod-<revision>). */}}
+{{- define "leanmesh.revisionSuffix" -}}
+{{- with .Values.revision }}-{{ . }}{{ end }}
+{{- end }}

@@ -91,9 +91,11 @@ type MeshTLS struct {
 	// root-cert.pem). Re-read when it changes: kubelet updates a mounted
 	// ConfigMap in place when Istio's root rotates.
 	RootFile string
-	// CertFile/KeyFile is the server certificate. Empty: a self-signed one
-	// made at start. Envoy's UpstreamTlsContext without a validation context
-	// does not check it; the caller is what must be authenticated.
+	// ServerCert, when set, supplies the server certificate (IstioCert: one
+	// Istio's CA issued for the controller's identity, which the egress
+	// verifies). Otherwise CertFile/KeyFile, and without them a self-signed
+	// one made at start, which an egress that verifies its server refuses.
+	ServerCert        func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	CertFile, KeyFile string
 	// OnReject is called (counting) for each refused handshake.
 	OnReject func(Refusal)
@@ -114,8 +116,10 @@ func (m *MeshTLS) Credentials() (credentials.TransportCredentials, error) {
 	if _, err := m.rootPool(); err != nil { // fail at start, not at the first egress
 		return nil, err
 	}
-	if _, err := m.certificate(nil); err != nil {
-		return nil, err
+	if m.ServerCert == nil { // Istio's CA may not answer yet: asked at the first handshake
+		if _, err := m.certificate(nil); err != nil {
+			return nil, err
+		}
 	}
 	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
@@ -186,7 +190,10 @@ func (m *MeshTLS) rootPool() (*x509.CertPool, error) {
 	return nil, fmt.Errorf("als: mesh root certificate: %w", err)
 }
 
-func (m *MeshTLS) certificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+func (m *MeshTLS) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if m.ServerCert != nil {
+		return m.ServerCert(hello)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.CertFile == "" {
