@@ -115,15 +115,20 @@ pod-patch:
 	@$(check-row)$(GO) run ./envoy-build/cmd/podpatch -istio $(ISTIO_VERSION) -mode $(MODE) \
 	  -image $(if $(filter image,$(MODE)),$(PROXY_IMAGE),$(if $(filter initContainer,$(MODE)),$(LIBRARY_INIT_IMAGE),$(LIBRARY_IMAGE)))
 
+# gofmt, go vet, then golangci-lint: `make test` fails on any finding.
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	cd e2e/promoperator && $(GO) vet ./...
+	@$(MAKE) --no-print-directory lint
 
-# golangci-lint, pinned in the set-up script, linters in .golangci.yml.
+# golangci-lint, pinned in the set-up script (which `make setup` runs; installed here too when missing),
+# linters in .golangci.yml; the nested module e2e/promoperator is linted with the same config.
 lint:
 	@$(SETUP) golangci-lint
 	$(GOLANGCI_LINT) run ./...
+	cd e2e/promoperator && $(GOLANGCI_LINT) run ./...
 
 # Generated files that must equal what the generators write (kubebuilder's verify step): regenerates
 # them and fails, naming each file, when anything changed. The tree is left regenerated: commit it.

@@ -141,7 +141,7 @@ func TestCRDUpgradePath(t *testing.T) {
 		}
 		for _, o := range parseDocs(t, string(raw)) {
 			o.SetManagedFields(nil)
-			if err := env.Client.Patch(ctx, o, client.Apply, client.FieldOwner("kubectl"), client.ForceOwnership); err != nil {
+			if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("kubectl"), client.ForceOwnership); err != nil {
 				t.Fatalf("server-side apply %s: %v", f, err)
 			}
 		}

@@ -308,13 +308,6 @@ func (r *Reconciler) policyScopes(ns string) []string {
 	return []string{ns, r.RootNamespace}
 }
 
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
-}
-
 func ownedBy(labels map[string]string, p *v1alpha1.TelemetryPolicy) bool {
 	return labels[v1alpha1.LabelManagedBy] == v1alpha1.ManagedBy && labels[v1alpha1.LabelPolicy] == p.Name && labels[v1alpha1.LabelPolicyNamespace] == p.Namespace
 }

@@ -197,7 +197,8 @@ func portMatch(p uint32, hostPorts [][]uint32) portVerdict {
 func bound(gws []string, ns string, egresses []string) bool {
 	for _, eg := range egresses {
 		egNS, egName, _ := strings.Cut(eg, "/")
-		if !slices.Contains(gws, eg) && !(egNS == ns && slices.Contains(gws, egName)) {
+		listed := slices.Contains(gws, eg) || egNS == ns && slices.Contains(gws, egName)
+		if !listed {
 			return false
 		}
 	}
@@ -210,7 +211,8 @@ func exported(exportTo []string, ns string, namespaces []string) bool {
 		return true
 	}
 	for _, n := range namespaces {
-		if !slices.Contains(exportTo, n) && !(n == ns && slices.Contains(exportTo, ".")) {
+		visible := slices.Contains(exportTo, n) || n == ns && slices.Contains(exportTo, ".")
+		if !visible {
 			return false
 		}
 	}

@@ -87,7 +87,7 @@ func New(root string, policies []v1alpha1.TelemetryPolicy) *Resolver {
 
 // compare is Istio's configCompareByCreationTime.
 func compare(a, b *v1alpha1.TelemetryPolicy) int {
-	if c := a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time); c != 0 {
+	if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
 		return c
 	}
 	if c := strings.Compare(a.Name, b.Name); c != 0 {

@@ -50,7 +50,12 @@ func TestStreamWithRealAPIServer(t *testing.T) {
 	mgrCtx, stopMgr := context.WithCancel(ctx)
 	mgrDone := make(chan error, 1)
 	go func() { mgrDone <- mgr.Start(mgrCtx) }()
-	defer func() { stopMgr(); <-mgrDone }()
+	defer func() {
+		stopMgr()
+		if err := <-mgrDone; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}()
 
 	const ns = "shop"
 	if err := env.CreateNamespace(ctx, ns, nil); err != nil {

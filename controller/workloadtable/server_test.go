@@ -39,8 +39,15 @@ func serve(t *testing.T, x *Index, r TokenReviewer) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := NewGRPCServer(ctx, x.Cache(), r)
-	go s.Serve(lis)
-	t.Cleanup(func() { cancel(); s.Stop() })
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(lis) }()
+	t.Cleanup(func() {
+		cancel()
+		s.Stop()
+		if err := <-served; err != nil { // nil after Stop; an error means it never served
+			t.Errorf("workload-table server: %v", err)
+		}
+	})
 	return lis.Addr().String()
 }
 
@@ -120,9 +127,13 @@ func TestLibraryClientAgainstServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Stop()
-	x.Set("pod/shop/frontend", []string{"10.0.0.1", "fd00::1"}, workloads.Workload{Name: "frontend", Namespace: "shop"})
+	if err := x.Set("pod/shop/frontend", []string{"10.0.0.1", "fd00::1"}, workloads.Workload{Name: "frontend", Namespace: "shop"}); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "add", func() bool { return lookup(c, "fd00::1") == "frontend" })
-	x.Delete("pod/shop/frontend")
+	if err := x.Delete("pod/shop/frontend"); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "delete", func() bool { return lookup(c, "10.0.0.1") == "" && c.Table().Len() == 0 })
 }
 

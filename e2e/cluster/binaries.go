@@ -137,7 +137,7 @@ func EnsureBinaries(ctx context.Context, progress io.Writer) (Binaries, error) {
 		sc.Buffer(make([]byte, 64*1024), 1024*1024)
 		for sc.Scan() {
 			line := sc.Text()
-			tail.Write([]byte(line + "\n"))
+			_, _ = tail.Write([]byte(line + "\n")) // appends in memory: never fails
 			fmt.Fprintln(progress, line)
 		}
 		_, _ = io.Copy(io.Discard, pr)

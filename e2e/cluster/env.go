@@ -115,7 +115,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, retErr error) {
 	e := &Env{Dir: dir, ownDir: ownDir, Binaries: bins, opts: opts, progress: opts.Progress}
 	defer func() {
 		if retErr != nil {
-			e.Stop()
+			retErr = errors.Join(retErr, e.Stop())
 		}
 	}()
 

@@ -231,7 +231,7 @@ func (i *Istiod) waitReady(ctx context.Context, timeout time.Duration) error {
 	defer cancel()
 	hc := &http.Client{Timeout: 2 * time.Second}
 	url := "http://" + i.HTTPAddr + "/ready"
-	last := "no answer"
+	var last string // the last answer or error; the first try always sets it
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if resp, err := hc.Do(req); err == nil {

@@ -66,7 +66,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// tailBuffer keeps the last n lines written to it.
+// tailBuffer keeps the last n lines written to it. Write never fails.
 type tailBuffer struct {
 	mu    sync.Mutex
 	n     int

@@ -50,7 +50,9 @@ func reviewsMX(t testing.TB) envoyhost.Headers {
 	if err != nil {
 		t.Fatal(err)
 	}
-	held.FinishWith(sres)
+	if _, err := held.FinishWith(sres); err != nil {
+		t.Fatal(err)
+	}
 	for _, k := range []string{mxHeader, mxIDHeader} {
 		v, ok := sres.Downstream.Headers.Get(k)
 		if !ok {

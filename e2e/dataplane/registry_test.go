@@ -57,7 +57,7 @@ func (s *sidecar) serveScrapes(t testing.TB) string {
 		}
 		res, err := s.h.Run(&envoyhost.Request{Config: s.ex, NoResponse: true, Headers: hdr, Timeout: time.Minute})
 		if err != nil || res.LocalReply == nil {
-			http.Error(w, fmt.Sprintf("host: %v", err), 502)
+			http.Error(w, fmt.Sprintf("host: %v", err), http.StatusBadGateway)
 			return
 		}
 		for _, kv := range res.LocalReply.Headers {

@@ -67,8 +67,15 @@ func workloadServer(t *testing.T) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := workloadtable.NewGRPCServer(ctx, x.Cache(), tokenReviewer{})
-	go srv.Serve(lis)
-	t.Cleanup(func() { cancel(); srv.Stop() })
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		cancel()
+		srv.Stop()
+		if err := <-served; err != nil { // nil after Stop; an error means it never served
+			t.Errorf("workload-table server: %v", err)
+		}
+	})
 	return lis.Addr().String()
 }
 

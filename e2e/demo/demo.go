@@ -44,9 +44,10 @@ type run struct {
 	bin      struct{ so, host, controller string }
 	ctrl     *exec.Cmd
 	ctrlDone chan struct{}
+	ctrlExit error // cmd.Wait's result, set before ctrlDone closes
 	alsAddr  string
 	proxies  map[string]*proxy
-	cleanup  []func()
+	cleanup  []func() error
 	step     int
 }
 
@@ -71,9 +72,12 @@ func Run(ctx context.Context, opts Options) (err error) {
 		opts.BinDir = filepath.Join(opts.RepoRoot, "bin")
 	}
 	r := &run{opts: opts, ctx: ctx, rel: release.Embedded().Default()}
+	// A failed clean-up leaves processes or files behind: the demo fails with it.
 	defer func() {
 		for i := len(r.cleanup) - 1; i >= 0; i-- {
-			r.cleanup[i]()
+			if cerr := r.cleanup[i](); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
+			}
 		}
 	}()
 	steps := []func() error{r.build, r.controlPlane, r.startController, r.sampleMesh, r.install, r.telemetry, r.prometheus, r.abSwitch, r.lazy}
@@ -127,7 +131,7 @@ func (r *run) controlPlane() error {
 		return err
 	}
 	r.env = env
-	r.cleanup = append(r.cleanup, func() { env.Stop() })
+	r.cleanup = append(r.cleanup, env.Stop)
 	for _, ns := range []string{"istio-system", "leanmesh-system", "bookinfo"} {
 		if err := env.CreateNamespace(r.ctx, ns, nil); err != nil {
 			return err
@@ -166,31 +170,44 @@ func (r *run) launchController() error {
 		return err
 	}
 	done := make(chan struct{})
-	go func() { cmd.Wait(); log.Close(); close(done) }()
-	r.ctrl, r.ctrlDone = cmd, done
-	r.cleanup = append(r.cleanup, func() { r.stopController(false) })
+	r.ctrl, r.ctrlDone, r.ctrlExit = cmd, done, nil
+	go func() { r.ctrlExit = errors.Join(cmd.Wait(), log.Close()); close(done) }()
+	r.cleanup = append(r.cleanup, func() error { return r.stopController(false) })
 	r.say("controller pid %d (lazy xDS on, ALS on %s), log %s", cmd.Process.Pid, r.alsAddr, log.Name())
 	return nil
 }
 
-// stopController ends the controller: gracefully, or with SIGKILL as a
-// crash would.
-func (r *run) stopController(kill bool) {
+// stopController ends the controller: gracefully (SIGINT; it must then exit
+// cleanly within 15 s), or with SIGKILL as a crash would.
+func (r *run) stopController(kill bool) error {
 	if r.ctrl == nil {
-		return
+		return nil
 	}
+	defer func() { r.ctrl = nil }()
+	sig := os.Interrupt
 	if kill {
-		r.ctrl.Process.Kill()
-	} else {
-		r.ctrl.Process.Signal(os.Interrupt)
+		sig = os.Kill
+	}
+	// ErrProcessDone: it already exited; its exit status below says how.
+	if err := r.ctrl.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("controller pid %d: %w", r.ctrl.Process.Pid, err)
 	}
 	select {
 	case <-r.ctrlDone:
 	case <-time.After(15 * time.Second):
-		r.ctrl.Process.Kill()
+		if err := r.ctrl.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("controller pid %d: %w", r.ctrl.Process.Pid, err)
+		}
 		<-r.ctrlDone
+		return fmt.Errorf("controller pid %d did not exit within 15 s of SIGINT; killed", r.ctrl.Process.Pid)
 	}
-	r.ctrl = nil
+	if kill {
+		return nil // "signal: killed" is what was asked for
+	}
+	if r.ctrlExit != nil {
+		return fmt.Errorf("controller pid %d after SIGINT: %w", r.ctrl.Process.Pid, r.ctrlExit)
+	}
+	return nil
 }
 
 var errTimeout = errors.New("timed out")

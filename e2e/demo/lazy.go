@@ -139,7 +139,9 @@ func (r *run) lazy() error {
 	r.say("  Sidecar %s/%s egress hosts: %v", sidecars.Items[0].Namespace, sidecars.Items[0].Name, sidecars.Items[0].Spec.Egress[0].Hosts)
 
 	r.say("  killing the controller (SIGKILL) and starting it again...")
-	r.stopController(true)
+	if err := r.stopController(true); err != nil {
+		return err
+	}
 	pushes := pp.ads.Snapshot().Pushes(cluster.TypeCluster)
 	if err := r.launchController(); err != nil {
 		return err

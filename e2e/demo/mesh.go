@@ -72,7 +72,7 @@ func (r *run) sampleMesh() error {
 			return err
 		}
 		p.ads = sc
-		r.cleanup = append(r.cleanup, func() { sc.Close() })
+		r.cleanup = append(r.cleanup, sc.Close)
 	}
 	return r.waitFor("productpage sees every service", time.Minute, func() error {
 		s := r.proxies["productpage"].ads.Snapshot()
@@ -191,13 +191,13 @@ func (r *run) startHost(p *proxy) error {
 	if err != nil {
 		return err
 	}
-	r.cleanup = append(r.cleanup, func() { hostLog.Close() })
+	r.cleanup = append(r.cleanup, hostLog.Close)
 	h, err := envoyhost.Start(envoyhost.Options{HostBin: r.bin.host, SO: r.bin.so, Env: env, LogLevel: 3, Stderr: hostLog})
 	if err != nil {
 		return err
 	}
 	p.host = h
-	r.cleanup = append(r.cleanup, func() { h.Close() })
+	r.cleanup = append(r.cleanup, h.Close)
 	s := p.ads.Snapshot()
 	// The served config names the labels file at its in-pod path; point it
 	// at this pod's copy (the only field the demo changes).

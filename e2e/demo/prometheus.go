@@ -35,7 +35,7 @@ func (r *run) prometheus() error {
 		if err != nil {
 			return err
 		}
-		r.cleanup = append(r.cleanup, func() { hs.Close() })
+		r.cleanup = append(r.cleanup, hs.Close)
 		addrs = append(addrs, addr)
 		r.say("  %-12s exposition on http://%s/stats/prometheus (the pod's :15095)", name, addr)
 	}
@@ -45,7 +45,7 @@ func (r *run) prometheus() error {
 	if err != nil {
 		return err
 	}
-	r.cleanup = append(r.cleanup, func() { srv.Stop() })
+	r.cleanup = append(r.cleanup, srv.Stop)
 	ctx, cancel := context.WithTimeout(r.ctx, time.Minute)
 	defer cancel()
 	targets, err := srv.WaitScraped(ctx, monitoring.Proxies.Job, time.Now())

@@ -179,14 +179,21 @@ func (h *Host) Close() error {
 	select {
 	case err = <-done:
 	case <-time.After(5 * time.Second):
-		h.cmd.Process.Kill()
-		err = <-done
+		err = errors.Join(errors.New("envoyhost: no exit within 5s of QUIT; killed"), kill(h.cmd.Process), <-done)
 	}
 	h.cmd = nil
 	if h.broken == nil {
 		h.broken = errors.New("envoyhost: host closed")
 	}
 	return err
+}
+
+// kill ends the host process; one that has already exited is not an error.
+func kill(p *os.Process) error {
+	if err := p.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("envoyhost: kill pid %d: %w", p.Pid, err)
+	}
+	return nil
 }
 
 // cmdLine sends one command line and waits for its reply line.
@@ -216,8 +223,7 @@ func (h *Host) send(lines []string, timeout time.Duration) (string, error) {
 		}
 		return strings.TrimSpace(strings.TrimPrefix(l, "OK")), nil
 	case <-time.After(timeout):
-		h.broken = fmt.Errorf("envoyhost: %s: no reply within %v; host killed", cmdName, timeout)
-		h.cmd.Process.Kill()
+		h.broken = errors.Join(fmt.Errorf("envoyhost: %s: no reply within %v; host killed", cmdName, timeout), kill(h.cmd.Process))
 		return "", h.broken
 	}
 }

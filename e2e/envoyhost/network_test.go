@@ -16,7 +16,9 @@ func TestNetworkFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.Events()
+	if _, err := h.Events(); err != nil { // drops what came before the request
+		t.Fatal(err)
+	}
 	c, st, err := h.NewConn(id, "noop", "10.0.0.2:15006", "10.0.0.1:40000", 1)
 	if err != nil || st != NetContinue {
 		t.Fatalf("new conn: %v status %d", err, st)

@@ -236,7 +236,7 @@ func checkHTTP(c Chain, mode v1alpha1.Mode) error {
 		}
 	default:
 		if lean || !slices.Contains(f, IstioStats) {
-			return fmt.Errorf("Istio-mode HTTP chain must have %s and no %s", IstioStats, render.PluginHTTP)
+			return fmt.Errorf("HTTP chain in Istio mode must have %s and no %s", IstioStats, render.PluginHTTP)
 		}
 	}
 	return nil

@@ -137,8 +137,7 @@ func TestBadConfigIsAnError(t *testing.T) {
 			defer cancel()
 			srv, err := lmprom.Start(ctx, lmprom.Options{ScrapeConfigs: []string{doc}, StartTimeout: 15 * time.Second})
 			if err == nil {
-				srv.Stop()
-				t.Fatalf("Start accepted %q", doc)
+				t.Fatalf("Start accepted %q (Stop: %v)", doc, srv.Stop())
 			}
 		})
 	}

@@ -235,8 +235,14 @@ func BenchmarkLazyXDSScale(b *testing.B) {
 	}
 	gs := grpc.NewServer()
 	srv.Register(gs)
-	go gs.Serve(lis)
-	defer gs.Stop()
+	served := make(chan error, 1)
+	go func() { served <- gs.Serve(lis) }()
+	defer func() {
+		gs.Stop()
+		if err := <-served; err != nil { // nil after Stop; an error means it never served
+			b.Errorf("ALS server: %v", err)
+		}
+	}()
 	stopFlush := make(chan struct{})
 	flushDone := make(chan struct{})
 	go func() { // the controller's flush loop

@@ -39,10 +39,8 @@ func (Parser) Parse(a *anypb.Any, _ api.ConfigCallbackHandler) (interface{}, err
 
 // Merge: leanmesh has no per-route settings; the listener config holds.
 func (Parser) Merge(parent, child interface{}) interface{} {
-	if child != nil {
-		if _, ok := child.(*Config); ok {
-			return child
-		}
+	if _, ok := child.(*Config); ok {
+		return child
 	}
 	return parent
 }

@@ -58,7 +58,8 @@ func ParseAttribute(expr string) (Attribute, error) {
 
 func validPath(p string) bool {
 	for _, c := range p {
-		if !(c == '.' || c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+		legal := c == '.' || c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !legal {
 			return false
 		}
 	}

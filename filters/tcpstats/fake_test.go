@@ -18,8 +18,8 @@ import (
 )
 
 // The tests drive the filter through the shared fake of the SDK's API
-// (filters/internal/sdkfake).
-var testLog = sdkfake.InstallLog()
+// (filters/internal/sdkfake); the filter logs through it, no test reads it.
+func init() { sdkfake.InstallLog() }
 
 func newCB(local, remote string) api.ConnectionCallback { return sdkfake.NewConn(local, remote) }
 

@@ -3,6 +3,7 @@ package tcpstats
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -336,9 +337,9 @@ func TestConcurrentConnectionsAndTicks(t *testing.T) {
 			}
 		}
 	}()
-	errs := make(chan error, workers)
-	for w := 0; w < workers; w++ {
-		go func(w int) {
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
 			for i := 0; i < conns; i++ {
 				f := cfg.CreateFilter(newCB("10.0.0.2:80", "10.0.0.1:1"))
 				f.OnNewConnection()
@@ -348,12 +349,9 @@ func TestConcurrentConnectionsAndTicks(t *testing.T) {
 				}
 				f.OnEvent(api.ConnectionEvent(i % 2)) // remote or local close
 			}
-			errs <- nil
-		}(w)
+		})
 	}
-	for w := 0; w < workers; w++ {
-		<-errs
-	}
+	wg.Wait()
 	close(stop)
 	<-done
 	want := tcpTotals{opened: workers * conns, closed: workers * conns, received: workers * conns * 30, sent: workers * conns * 50}

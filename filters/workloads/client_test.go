@@ -50,10 +50,24 @@ func startServer(t *testing.T, addr string, cache *linear.LinearCache) *testServ
 	}
 	s := grpc.NewServer(grpc.StreamInterceptor(auth))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s, serverv3.NewServer(context.Background(), cache, nil))
-	go s.Serve(lis)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(lis) }()
 	ts := &testServer{addr: lis.Addr().String(), cache: cache, srv: s}
-	t.Cleanup(s.Stop)
+	t.Cleanup(func() {
+		s.Stop()
+		if err := <-served; err != nil { // nil after Stop; an error means it never served
+			t.Errorf("workload server: %v", err)
+		}
+	})
 	return ts
+}
+
+// update changes what the server serves; a change the cache refuses fails the test.
+func update(t *testing.T, cache *linear.LinearCache, set map[string]cachev3.Resource, remove ...string) {
+	t.Helper()
+	if err := cache.UpdateResources(set, remove); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func wlStruct(w Workload) cachev3.Resource { return w.ToStruct() }
@@ -101,7 +115,7 @@ func has(tab *Table, ip, name string) bool {
 
 func TestClientUpdatesAndRemovals(t *testing.T) {
 	ts := startServer(t, "127.0.0.1:0", nil)
-	ts.cache.UpdateResource("10.0.0.1", wlStruct(wlA))
+	update(t, ts.cache, map[string]cachev3.Resource{"10.0.0.1": wlStruct(wlA)})
 	c := startClient(t, ts.addr, tokenFile(t, goodToken))
 	tab := c.Table()
 	eventually(t, "initial state", func() bool { return has(tab, "10.0.0.1", "frontend") })
@@ -120,9 +134,7 @@ func TestClientUpdatesAndRemovals(t *testing.T) {
 			map[string]string{"10.0.0.1": "reviews-v2", "10.0.0.2": "", "fd00::2": ""}},
 	}
 	for _, s := range steps {
-		if err := ts.cache.UpdateResources(s.update, s.remove); err != nil {
-			t.Fatal(err)
-		}
+		update(t, ts.cache, s.update, s.remove...)
 		eventually(t, s.name, func() bool {
 			for ip, name := range s.want {
 				if !has(tab, ip, name) {
@@ -139,13 +151,13 @@ func TestClientUpdatesAndRemovals(t *testing.T) {
 
 func TestClientRejectsCorruptUpdateWhole(t *testing.T) {
 	ts := startServer(t, "127.0.0.1:0", nil)
-	ts.cache.UpdateResource("10.0.0.1", wlStruct(wlA))
+	update(t, ts.cache, map[string]cachev3.Resource{"10.0.0.1": wlStruct(wlA)})
 	c := startClient(t, ts.addr, tokenFile(t, goodToken))
 	eventually(t, "initial state", func() bool { return has(c.Table(), "10.0.0.1", "frontend") })
 
 	bad := &structpb.Struct{Fields: map[string]*structpb.Value{FieldName: structpb.NewNumberValue(7)}}
 	responses := c.Responses()
-	ts.cache.UpdateResources(map[string]cachev3.Resource{"10.0.0.2": wlStruct(wlB), "10.0.0.3": bad}, []string{"10.0.0.1"})
+	update(t, ts.cache, map[string]cachev3.Resource{"10.0.0.2": wlStruct(wlB), "10.0.0.3": bad}, "10.0.0.1")
 	eventually(t, "the corrupt response", func() bool { return c.Responses() > responses })
 	time.Sleep(20 * time.Millisecond)
 	if !has(c.Table(), "10.0.0.1", "frontend") || !has(c.Table(), "10.0.0.2", "") {
@@ -155,7 +167,7 @@ func TestClientRejectsCorruptUpdateWhole(t *testing.T) {
 		t.Errorf("rejected = %d, last error %q", c.Table().Rejected(), c.LastError())
 	}
 	// The stream stays up and later good updates apply.
-	ts.cache.UpdateResources(map[string]cachev3.Resource{"10.0.0.3": wlStruct(wlB)}, nil)
+	update(t, ts.cache, map[string]cachev3.Resource{"10.0.0.3": wlStruct(wlB)})
 	eventually(t, "the next good update", func() bool { return has(c.Table(), "10.0.0.3", "reviews-v2") })
 }
 
@@ -164,7 +176,7 @@ func TestClientRejectsCorruptUpdateWhole(t *testing.T) {
 // removals it could not hear about) on the new stream.
 func TestClientStreamDownAndReconnect(t *testing.T) {
 	cache := linear.NewLinearCache(TypeURL)
-	cache.UpdateResources(map[string]cachev3.Resource{"10.0.0.1": wlStruct(wlA), "10.0.0.2": wlStruct(wlB)}, nil)
+	update(t, cache, map[string]cachev3.Resource{"10.0.0.1": wlStruct(wlA), "10.0.0.2": wlStruct(wlB)})
 	ts := startServer(t, "127.0.0.1:0", cache)
 	c := startClient(t, ts.addr, tokenFile(t, goodToken))
 	eventually(t, "initial state", func() bool { return has(c.Table(), "10.0.0.2", "reviews-v2") })
@@ -176,7 +188,7 @@ func TestClientStreamDownAndReconnect(t *testing.T) {
 		t.Fatal("the table did not keep its last good state while the stream was down")
 	}
 
-	cache.UpdateResources(map[string]cachev3.Resource{"10.0.0.3": wlStruct(wlA)}, []string{"10.0.0.2"})
+	update(t, cache, map[string]cachev3.Resource{"10.0.0.3": wlStruct(wlA)}, "10.0.0.2")
 	startServer(t, ts.addr, cache)
 	eventually(t, "resync", func() bool {
 		return has(c.Table(), "10.0.0.1", "frontend") && has(c.Table(), "10.0.0.2", "") && has(c.Table(), "10.0.0.3", "frontend")
@@ -188,7 +200,7 @@ func TestClientStreamDownAndReconnect(t *testing.T) {
 
 func TestClientAuthentication(t *testing.T) {
 	ts := startServer(t, "127.0.0.1:0", nil)
-	ts.cache.UpdateResource("10.0.0.1", wlStruct(wlA))
+	update(t, ts.cache, map[string]cachev3.Resource{"10.0.0.1": wlStruct(wlA)})
 	cases := []struct {
 		name      string
 		tokenPath string

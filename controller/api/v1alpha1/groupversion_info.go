@@ -8,17 +8,32 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
+// The scheme builder is apimachinery's, as in k8s.io/api's packages:
+// controller-runtime deprecated its pkg/scheme.Builder so that API packages
+// import no more than apimachinery.
 var (
 	// GroupVersion is the group and version of every kind in this package.
 	GroupVersion = schema.GroupVersion{Group: "leanmesh.io", Version: "v1alpha1"}
 
-	// SchemeBuilder collects the kinds; each *_types.go registers its own in init().
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	// SchemeBuilder collects the kinds; each *_types.go registers its own in
+	// init() through register.
+	SchemeBuilder runtime.SchemeBuilder
 
 	// AddToScheme adds every kind of this group-version to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+// register adds one kind (its object and its list) to the group-version,
+// what controller-runtime's Builder.Register did.
+func register(objects ...runtime.Object) {
+	SchemeBuilder.Register(func(s *runtime.Scheme) error {
+		s.AddKnownTypes(GroupVersion, objects...)
+		metav1.AddToGroupVersion(s, GroupVersion)
+		return nil
+	})
+}

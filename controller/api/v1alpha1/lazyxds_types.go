@@ -242,5 +242,5 @@ type LazyXDSList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&LazyXDS{}, &LazyXDSList{})
+	register(&LazyXDS{}, &LazyXDSList{})
 }

@@ -340,5 +340,5 @@ type TelemetryPolicyList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&TelemetryPolicy{}, &TelemetryPolicyList{})
+	register(&TelemetryPolicy{}, &TelemetryPolicyList{})
 }

@@ -81,6 +81,20 @@ func split(s string) []string {
 	return out
 }
 
+// responseBody reads a scrape's body; Close closes it and ends the request's
+// deadline.
+type responseBody struct {
+	resp   *http.Response
+	cancel context.CancelFunc
+}
+
+func (b *responseBody) Read(p []byte) (int, error) { return b.resp.Body.Read(p) }
+
+func (b *responseBody) Close() error {
+	defer b.cancel()
+	return b.resp.Body.Close()
+}
+
 func open(src string) (io.ReadCloser, error) {
 	switch {
 	case src == "-":
@@ -102,15 +116,8 @@ func open(src string) (io.ReadCloser, error) {
 			cancel()
 			return nil, fmt.Errorf("GET %s: %s", src, resp.Status)
 		}
-		return struct {
-			io.Reader
-			io.Closer
-		}{resp.Body, closerFunc(func() error { defer cancel(); return resp.Body.Close() })}, nil
+		return &responseBody{resp: resp, cancel: cancel}, nil
 	default:
 		return os.Open(src)
 	}
 }
-
-type closerFunc func() error
-
-func (f closerFunc) Close() error { return f() }

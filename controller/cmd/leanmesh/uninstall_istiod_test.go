@@ -72,7 +72,12 @@ func TestUninstallOnIstiod(t *testing.T) {
 	}
 	mgrDone := make(chan error, 1)
 	go func() { mgrDone <- mgr.Start(mgrCtx) }()
-	t.Cleanup(func() { stopMgr(); <-mgrDone })
+	t.Cleanup(func() {
+		stopMgr()
+		if err := <-mgrDone; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
 
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: depName}, Spec: appsv1.DeploymentSpec{
 		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": depName}},
@@ -89,7 +94,9 @@ func TestUninstallOnIstiod(t *testing.T) {
 			d := &appsv1.Deployment{}
 			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(dep), d); err == nil && d.DeletionTimestamp != nil {
 				stopMgr()
-				<-mgrDone
+				if err := <-mgrDone; err != nil {
+					t.Errorf("manager: %v", err)
+				}
 				mgrDone <- nil // for the cleanup
 				controllerStopped <- time.Now()
 				patch := client.MergeFrom(d.DeepCopy())

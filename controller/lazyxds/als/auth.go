@@ -65,8 +65,6 @@ func certIdentity(c *x509.Certificate) (Identity, error) {
 	return ids[0], nil
 }
 
-type identityKey struct{}
-
 // PeerIdentity returns the identity of a stream's caller, or false when the
 // connection carries no client certificate (plaintext server). It is only
 // an authentication with MeshTLS's credentials, whose VerifyConnection has

@@ -295,8 +295,15 @@ func startMTLS(t *testing.T, root []byte, allow Identity) (*Server, string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go srv.Run(ctx)
-	go gs.Serve(lis)
-	t.Cleanup(func() { cancel(); gs.Stop() })
+	served := make(chan error, 1)
+	go func() { served <- gs.Serve(lis) }()
+	t.Cleanup(func() {
+		cancel()
+		gs.Stop()
+		if err := <-served; err != nil { // nil after Stop; an error means it never served
+			t.Errorf("ALS server: %v", err)
+		}
+	})
 	return srv, lis.Addr().String()
 }
 
@@ -367,7 +374,7 @@ func TestConnectionLimit(t *testing.T) {
 		for {
 			if _, err := c.Read(buf); err != nil {
 				var ne net.Error
-				return !(errors.As(err, &ne) && ne.Timeout())
+				return !errors.As(err, &ne) || !ne.Timeout()
 			}
 		}
 	}

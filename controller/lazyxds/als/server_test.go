@@ -121,8 +121,15 @@ func start(t testing.TB, rec Recorder, opts Options, fast bool) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go srv.Run(ctx)
-	go gs.Serve(srv.Listener(lis))
-	t.Cleanup(func() { cancel(); gs.Stop() })
+	served := make(chan error, 1)
+	go func() { served <- gs.Serve(srv.Listener(lis)) }()
+	t.Cleanup(func() {
+		cancel()
+		gs.Stop()
+		if err := <-served; err != nil { // nil after Stop; an error means it never served
+			t.Errorf("ALS server: %v", err)
+		}
+	})
 	return &harness{srv: srv, addr: lis.Addr().String(), cancel: cancel}
 }
 

@@ -46,11 +46,10 @@ func probeFactory(config interface{}, cb api.FilterCallbackHandler) api.StreamFi
 
 type probeFilter struct {
 	api.PassThroughStreamFilter
-	cb      api.FilterCallbackHandler
-	modes   map[string]bool
-	props   []string
-	reqHdr  api.RequestHeaderMap
-	asyncOK chan struct{}
+	cb     api.FilterCallbackHandler
+	modes  map[string]bool
+	props  []string
+	reqHdr api.RequestHeaderMap
 }
 
 func (f *probeFilter) DecodeHeaders(h api.RequestHeaderMap, end bool) api.StatusType {
@@ -108,8 +107,10 @@ func (f *probeFilter) DecodeData(buf api.BufferInstance, end bool) api.StatusTyp
 		f.reqHdr.Set("x-too-late", "1") // CAPIInvalidPhase: panics, SDK answers 500
 	}
 	if f.modes["buffer"] && end {
-		body := buf.String()
-		buf.SetString(body + "+probe")
+		if err := buf.SetString(buf.String() + "+probe"); err != nil {
+			f.cb.DecoderFilterCallbacks().SendLocalReply(500, "probe: SetString: "+err.Error(), nil, 0, "probe_buffer")
+			return api.LocalReply
+		}
 	}
 	if f.modes["asyncdata"] && end {
 		go func() {
@@ -146,7 +147,10 @@ func (f *probeFilter) EncodeHeaders(h api.ResponseHeaderMap, end bool) api.Statu
 
 func (f *probeFilter) EncodeData(buf api.BufferInstance, end bool) api.StatusType {
 	if f.modes["buffer"] && end {
-		buf.AppendString("+resp")
+		if err := buf.AppendString("+resp"); err != nil {
+			f.cb.EncoderFilterCallbacks().SendLocalReply(500, "probe: AppendString: "+err.Error(), nil, 0, "probe_buffer")
+			return api.LocalReply
+		}
 	}
 	return api.Continue
 }
