@@ -115,10 +115,16 @@ pod-patch:
 	@$(check-row)$(GO) run ./envoy-build/cmd/podpatch -istio $(ISTIO_VERSION) -mode $(MODE) \
 	  -image $(if $(filter image,$(MODE)),$(PROXY_IMAGE),$(if $(filter initContainer,$(MODE)),$(LIBRARY_INIT_IMAGE),$(LIBRARY_IMAGE)))
 
-# gofmt, go vet, then golangci-lint: `make test` fails on any finding.
+# gofmt, file length (a file over MAX_GO_LINES is usually two concepts), go vet, then golangci-lint:
+# `make test` fails on any finding.
+MAX_GO_LINES := 600
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	@long=$$(git ls-files -co --exclude-standard '*.go' | grep -v 'zz_generated' | xargs wc -l | \
+	  awk '$$2 != "total" && $$1 > $(MAX_GO_LINES) {print $$2}' | while read -r f; do \
+	    head -n 10 "$$f" | grep -q 'Long file:' || echo "  $$f ($$(wc -l <"$$f") lines)"; done); \
+	  if [ -n "$$long" ]; then echo "Go files over $(MAX_GO_LINES) lines (split at a seam, or give the reason in a 'Long file:' comment in the first 10 lines):"; echo "$$long"; exit 1; fi
 	$(GO) vet ./...
 	cd e2e/promoperator && $(GO) vet ./...
 	@$(MAKE) --no-print-directory lint
