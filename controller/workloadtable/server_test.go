@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/leanmesh/leanmesh/e2e/grpcserver"
 	"github.com/leanmesh/leanmesh/filters/workloads"
 )
 
@@ -39,15 +40,8 @@ func serve(t *testing.T, x *Index, r TokenReviewer) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := NewGRPCServer(ctx, x.Cache(), r)
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(lis) }()
-	t.Cleanup(func() {
-		cancel()
-		s.Stop()
-		if err := <-served; err != nil { // nil after Stop; an error means it never served
-			t.Errorf("workload-table server: %v", err)
-		}
-	})
+	grpcserver.Run(t, "workload-table", s, lis)
+	t.Cleanup(cancel) // before the server stops
 	return lis.Addr().String()
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/leanmesh/leanmesh/controller/workloadtable"
 	"github.com/leanmesh/leanmesh/e2e/envoyhost"
+	"github.com/leanmesh/leanmesh/e2e/grpcserver"
 	"github.com/leanmesh/leanmesh/filters/workloads"
 )
 
@@ -67,15 +68,8 @@ func workloadServer(t *testing.T) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := workloadtable.NewGRPCServer(ctx, x.Cache(), tokenReviewer{})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		cancel()
-		srv.Stop()
-		if err := <-served; err != nil { // nil after Stop; an error means it never served
-			t.Errorf("workload-table server: %v", err)
-		}
-	})
+	grpcserver.Run(t, "workload-table", srv, lis)
+	t.Cleanup(cancel) // before the server stops
 	return lis.Addr().String()
 }
 

@@ -76,7 +76,11 @@ func TestSoakMesh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { istiod.Stop() }()
+	defer func() {
+		if err := istiod.Stop(); err != nil {
+			t.Errorf("stopping istiod: %v", err)
+		}
+	}()
 	if err := env.CreateNamespace(ctx, bookinfo, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +344,10 @@ func TestSoakMesh(t *testing.T) {
 			done := make(chan error, 1)
 			start := time.Now()
 			go func() {
-				istiod.Stop()
+				if err := istiod.Stop(); err != nil {
+					done <- fmt.Errorf("stopping istiod for a restart: %w", err)
+					return
+				}
 				ni, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
 				if err == nil {
 					istiod = ni

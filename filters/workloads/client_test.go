@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/leanmesh/leanmesh/e2e/grpcserver"
 )
 
 // testServer is a go-control-plane delta server over a linear cache, with
@@ -50,16 +52,8 @@ func startServer(t *testing.T, addr string, cache *linear.LinearCache) *testServ
 	}
 	s := grpc.NewServer(grpc.StreamInterceptor(auth))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s, serverv3.NewServer(context.Background(), cache, nil))
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(lis) }()
-	ts := &testServer{addr: lis.Addr().String(), cache: cache, srv: s}
-	t.Cleanup(func() {
-		s.Stop()
-		if err := <-served; err != nil { // nil after Stop; an error means it never served
-			t.Errorf("workload server: %v", err)
-		}
-	})
-	return ts
+	grpcserver.Run(t, "workload xDS", s, lis)
+	return &testServer{addr: lis.Addr().String(), cache: cache, srv: s}
 }
 
 // update changes what the server serves; a change the cache refuses fails the test.

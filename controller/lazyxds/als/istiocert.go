@@ -147,7 +147,7 @@ func (c *IstioCert) fetch(ctx context.Context) (*tls.Certificate, time.Time, tim
 	// The chain ends with the root; the leaf and intermediates are served.
 	chain := resp.GetCertChain()
 	if len(chain) < 2 {
-		return nil, zero, zero, errors.New("Istio's CA returned no certificate chain")
+		return nil, zero, zero, errors.New("the Istio CA returned no certificate chain")
 	}
 	out := &tls.Certificate{PrivateKey: key}
 	for _, p := range chain[:len(chain)-1] {
@@ -160,14 +160,14 @@ func (c *IstioCert) fetch(ctx context.Context) (*tls.Certificate, time.Time, tim
 		}
 	}
 	if len(out.Certificate) == 0 {
-		return nil, zero, zero, errors.New("Istio's CA returned no PEM certificate")
+		return nil, zero, zero, errors.New("the Istio CA returned no PEM certificate")
 	}
 	leaf, err := x509.ParseCertificate(out.Certificate[0])
 	if err != nil {
 		return nil, zero, zero, err
 	}
 	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != c.Identity {
-		return nil, zero, zero, fmt.Errorf("Istio's CA signed %v, not %s", leaf.URIs, c.Identity)
+		return nil, zero, zero, fmt.Errorf("the Istio CA signed %v, not %s", leaf.URIs, c.Identity)
 	}
 	out.Leaf = leaf
 	return out, leaf.NotBefore, leaf.NotAfter, nil

@@ -25,6 +25,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	securityapi "istio.io/api/security/v1alpha1"
+
+	"github.com/leanmesh/leanmesh/e2e/grpcserver"
 )
 
 // fakeCA is istiod's CreateCertificate as far as IstioCert relies on it:
@@ -68,8 +70,7 @@ func newFakeCA(t *testing.T) (*fakeCA, string, string) {
 	}
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{sder}, PrivateKey: skey}}})))
 	securityapi.RegisterIstioCertificateServiceServer(srv, ca)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	grpcserver.Run(t, "Istio CA", srv, lis)
 	dir := t.TempDir()
 	rootFile := filepath.Join(dir, "root-cert.pem")
 	if err := os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {

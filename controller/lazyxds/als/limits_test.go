@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/leanmesh/leanmesh/controller/lazyxds"
+	"github.com/leanmesh/leanmesh/e2e/grpcserver"
 )
 
 // bigMessage is one ALS message of about n bytes: an entry whose authority
@@ -295,15 +296,8 @@ func startMTLS(t *testing.T, root []byte, allow Identity) (*Server, string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go srv.Run(ctx)
-	served := make(chan error, 1)
-	go func() { served <- gs.Serve(lis) }()
-	t.Cleanup(func() {
-		cancel()
-		gs.Stop()
-		if err := <-served; err != nil { // nil after Stop; an error means it never served
-			t.Errorf("ALS server: %v", err)
-		}
-	})
+	grpcserver.Run(t, "ALS", gs, lis)
+	t.Cleanup(cancel) // before the server stops
 	return srv, lis.Addr().String()
 }
 

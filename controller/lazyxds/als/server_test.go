@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/leanmesh/leanmesh/controller/lazyxds"
+	"github.com/leanmesh/leanmesh/e2e/grpcserver"
 )
 
 // egressNode is how the lazy egress identifies itself in the first message.
@@ -121,15 +122,8 @@ func start(t testing.TB, rec Recorder, opts Options, fast bool) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go srv.Run(ctx)
-	served := make(chan error, 1)
-	go func() { served <- gs.Serve(srv.Listener(lis)) }()
-	t.Cleanup(func() {
-		cancel()
-		gs.Stop()
-		if err := <-served; err != nil { // nil after Stop; an error means it never served
-			t.Errorf("ALS server: %v", err)
-		}
-	})
+	grpcserver.Run(t, "ALS", gs, srv.Listener(lis))
+	t.Cleanup(cancel) // before the server stops
 	return &harness{srv: srv, addr: lis.Addr().String(), cancel: cancel}
 }
 
