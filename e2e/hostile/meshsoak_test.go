@@ -265,10 +265,14 @@ func TestSoakMesh(t *testing.T) {
 			for _, prefix := range []string{"", pluginconfig.ShadowMetricPrefix} {
 				name := prefix + "istio_requests_total"
 				got, want := value(fams, name, map[string]string{"reporter": rep}), sent[rep][prefix]
-				counts = append(counts, fmt.Sprintf("%s %.0f/%d", strings.TrimSuffix(prefix, "_")+map[bool]string{true: "istio", false: ""}[prefix == ""], got, want))
+				counts = append(counts, fmt.Sprintf("%s %.0f/%d", name, got, want))
 				if got != float64(want) {
+					fate := "counted twice"
+					if got < float64(want) {
+						fate = "lost"
+					}
 					t.Errorf("%s (%s): %s{reporter=%q} = %.0f, but %d requests were counted by leanmesh under that name: %s",
-						event, a.w.Name, name, rep, got, want, map[bool]string{true: "lost", false: "counted twice"}[got < float64(want)])
+						event, a.w.Name, name, rep, got, want, fate)
 				}
 			}
 			parts = append(parts, fmt.Sprintf("%s: Go heap %.1f MB, series %.0f, scrape %d B, counted/sent %s",
