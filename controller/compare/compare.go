@@ -20,6 +20,9 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -39,7 +42,7 @@ type Options struct {
 	AbsTolerance float64
 	// Mode is the proxy's leanmesh mode: ModeLeanMesh, ModeShadow, or
 	// ModeAuto ("") to detect it from leanmesh's exposition (Shadow names
-	// carry ShadowPrefix). ModeAll compares every family (no ownership).
+	// carry pluginconfig.ShadowMetricPrefix). ModeAll compares every family (no ownership).
 	Mode Mode
 
 	strip string // name prefix removed before matching (Shadow's side)
@@ -48,17 +51,14 @@ type Options struct {
 // Mode says which families leanmesh records for a proxy.
 type Mode string
 
+// The policy modes are the API's (v1alpha1.Mode); auto and all are only
+// this comparison's.
 const (
 	ModeAuto     Mode = ""
-	ModeLeanMesh Mode = "LeanMesh"
-	ModeShadow   Mode = "Shadow"
+	ModeLeanMesh      = Mode(v1alpha1.ModeLeanMesh)
+	ModeShadow        = Mode(v1alpha1.ModeShadow)
 	ModeAll      Mode = "all"
 )
-
-// ShadowPrefix is what Shadow mode prepends to Istio's names
-// (pluginconfig.ShadowMetricPrefix; not imported to keep this package free
-// of the filter's).
-const ShadowPrefix = "leanmesh_shadow_"
 
 // httpFamilies are what leanmesh records in LeanMesh and Shadow mode: the
 // HTTP connection manager's families (docs/telemetry.md).
@@ -237,7 +237,7 @@ func Compare(left, right io.Reader, opts Options) (*Report, error) {
 	}
 	ropts := opts
 	if mode == ModeShadow {
-		ropts.strip = ShadowPrefix
+		ropts.strip = pluginconfig.ShadowMetricPrefix
 	}
 	r, err := Parse(bytes.NewReader(rb), ropts)
 	if err != nil {
@@ -258,9 +258,9 @@ func Compare(left, right io.Reader, opts Options) (*Report, error) {
 }
 
 // DetectMode tells Shadow from LeanMesh by leanmesh's exposition: Shadow
-// names carry ShadowPrefix.
+// names carry pluginconfig.ShadowMetricPrefix.
 func DetectMode(leanmesh []byte) Mode {
-	if bytes.Contains(leanmesh, []byte(ShadowPrefix+"istio_")) {
+	if bytes.Contains(leanmesh, []byte(pluginconfig.ShadowMetricPrefix+"istio_")) {
 		return ModeShadow
 	}
 	return ModeLeanMesh

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
 )
 
 const istio = `# TYPE istio_requests_total counter
@@ -162,7 +164,7 @@ istio_requests_total{reporter="source",response_code="200"} 10
 `
 	shadow := strings.ReplaceAll(lean+`# TYPE istio_build gauge
 istio_build{component="proxy",tag="1.31.1"} 1
-`, "istio_", ShadowPrefix+"istio_")
+`, "istio_", pluginconfig.ShadowMetricPrefix+"istio_")
 	for _, c := range []struct {
 		name     string
 		right    string

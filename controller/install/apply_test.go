@@ -205,7 +205,7 @@ func ptrTo[T any](v T) *T { return &v }
 // before anything is applied: either by the CRD's schema at admission or
 // with Ready=False InvalidConfig naming the field, and no object exists.
 func TestBadConfigRefusedByController(t *testing.T) {
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
+	env := cluster.StartT(t, withCRDs)
 	// As the binary wires it: the chart's library.path (--library-path).
 	h := runController(t, env, func(r *Reconciler) { r.LibraryPaths = []string{render.DefaultLibraryPath} })
 	for _, ns := range []string{rootNS, "other"} {

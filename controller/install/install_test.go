@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +37,24 @@ const (
 	controllerSA = "leanmesh-controller"
 )
 
+// withCRDs starts the control plane with leanmesh's CRDs and types.
+var withCRDs = cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme}
+
+// libraryWorkload creates w with the default release's library label and,
+// unless w has ports, one HTTP port (8080): a pod leanmesh can run in.
+func libraryWorkload(t testing.TB, ctx context.Context, env *cluster.Env, w cluster.Workload) *cluster.WorkloadObjects {
+	t.Helper()
+	w.Labels = maps.Clone(w.Labels)
+	if w.Labels == nil {
+		w.Labels = map[string]string{"app": w.Name}
+	}
+	w.Labels[v1alpha1.LabelEnvoyVersion] = release.Embedded().Default().Envoy
+	if len(w.Ports) == 0 {
+		w.Ports = []cluster.Port{{Name: "http", Port: 8080}}
+	}
+	return env.WorkloadT(t, ctx, w)
+}
+
 // generatedRBAC is controller-gen's role.yaml: tests run the controller
 // under it, so a missing RBAC marker fails them.
 const generatedRBAC = "../../config/rbac/role.yaml"
@@ -55,10 +74,7 @@ type harness struct {
 func startHarness(t *testing.T) *harness {
 	t.Helper()
 	start := time.Now()
-	env := cluster.StartT(t, cluster.Options{
-		CRDPaths: []string{"../../config/crd/bases"},
-		Scheme:   v1alpha1.AddToScheme,
-	})
+	env := cluster.StartT(t, withCRDs)
 	t.Logf("control plane up in %s", time.Since(start).Round(time.Millisecond))
 	h := runController(t, env)
 	for _, ns := range []string{rootNS, "shop", "pay", "other", "a", "b"} {

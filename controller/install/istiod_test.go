@@ -8,13 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
-	"github.com/leanmesh/leanmesh/controller/release"
 	"github.com/leanmesh/leanmesh/controller/render"
 	"github.com/leanmesh/leanmesh/e2e/cluster"
+	"github.com/leanmesh/leanmesh/e2e/layout"
 )
 
 // TestIstiodAppliesRenderedFilters hands the rendered objects to a real
@@ -24,46 +26,13 @@ import (
 func TestIstiodAppliesRenderedFilters(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel := release.Embedded().Default()
-	if err := env.CreateNamespace(ctx, "shop", nil); err != nil {
-		t.Fatal(err)
-	}
-	wl, err := env.CreateWorkload(ctx, cluster.Workload{
-		Namespace: "shop", Name: "reviews", IP: "10.244.0.21",
-		Labels: map[string]string{"app": "reviews", v1alpha1.LabelEnvoyVersion: rel.Envoy},
-		Ports:  []cluster.Port{{Name: "http", Port: 8080}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, cluster.SidecarFor(wl))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
+	env, istiod := cluster.StartIstiodT(t, ctx, cluster.Options{}, "shop")
+	sc := istiod.ConnectT(t, ctx, cluster.SidecarFor(libraryWorkload(t, ctx, env, cluster.Workload{Namespace: "shop", Name: "reviews", IP: "10.244.0.21"})))
 
 	apply := func(mode v1alpha1.Mode) {
 		t.Helper()
-		p := &v1alpha1.TelemetryPolicy{}
-		p.Namespace, p.Name = "shop", "reviews"
-		p.Spec = v1alpha1.TelemetryPolicySpec{Mode: mode, Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "reviews"}}}
-		out, err := render.Render(render.Input{Policy: p, RootNamespace: "istio-system", Matrix: release.Embedded()})
-		if err != nil {
+		if err := layout.Apply(ctx, env.Client, layout.SidecarPolicy("shop", "reviews", mode)); err != nil {
 			t.Fatal(err)
-		}
-		for _, o := range out.Objects {
-			u, err := render.Unstructured(o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(v1alpha1.FieldOwner), client.ForceOwnership); err != nil {
-				t.Fatal(err)
-			}
 		}
 	}
 	inbound := func(s cluster.Snapshot) []string {
@@ -94,10 +63,10 @@ func TestIstiodAppliesRenderedFilters(t *testing.T) {
 		apply(v1alpha1.ModeLeanMesh)
 		s := wait("leanmesh first, Istio MX and stats gone", func(s cluster.Snapshot) error {
 			in, out := inbound(s), outbound(s)
-			if len(in) == 0 || in[0] != render.PluginHTTP || slices.Contains(in, "istio.metadata_exchange") || slices.Contains(in, "istio.stats") {
+			if len(in) == 0 || in[0] != pluginconfig.PluginHTTP || slices.Contains(in, "istio.metadata_exchange") || slices.Contains(in, "istio.stats") {
 				return fmt.Errorf("inbound %v", in)
 			}
-			if len(out) == 0 || out[0] != render.PluginHTTP || slices.Contains(out, "istio.metadata_exchange") || slices.Contains(out, "istio.stats") {
+			if len(out) == 0 || out[0] != pluginconfig.PluginHTTP || slices.Contains(out, "istio.metadata_exchange") || slices.Contains(out, "istio.stats") {
 				return fmt.Errorf("outbound %v", out)
 			}
 			if !s.Has(cluster.TypeListener, render.ExpositionListener) {
@@ -116,10 +85,10 @@ func TestIstiodAppliesRenderedFilters(t *testing.T) {
 		apply(v1alpha1.ModeShadow)
 		s := wait("leanmesh observes beside Istio", func(s cluster.Snapshot) error {
 			in, out := inbound(s), outbound(s)
-			if len(in) < 2 || in[0] != render.PluginHTTP || in[1] != "istio.metadata_exchange" || !slices.Contains(in, "istio.stats") {
+			if len(in) < 2 || in[0] != pluginconfig.PluginHTTP || in[1] != "istio.metadata_exchange" || !slices.Contains(in, "istio.stats") {
 				return fmt.Errorf("inbound %v", in)
 			}
-			i := slices.Index(out, render.PluginHTTP)
+			i := slices.Index(out, pluginconfig.PluginHTTP)
 			if len(out) == 0 || out[0] != "istio.metadata_exchange" || i < 0 || i+1 >= len(out) || out[i+1] != "envoy.filters.http.router" || !slices.Contains(out, "istio.stats") {
 				return fmt.Errorf("outbound %v", out)
 			}

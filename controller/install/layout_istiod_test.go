@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
-	"github.com/leanmesh/leanmesh/controller/release"
 	"github.com/leanmesh/leanmesh/controller/render"
 	"github.com/leanmesh/leanmesh/e2e/cluster"
 	"github.com/leanmesh/leanmesh/e2e/layout"
@@ -28,73 +28,20 @@ import (
 func TestIstiodFilterLayoutPerMode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
+	env, istiod := cluster.StartIstiodT(t, ctx, cluster.Options{}, "shop")
+	reviews := libraryWorkload(t, ctx, env, cluster.Workload{Namespace: "shop", Name: "reviews", IP: "10.244.0.21",
+		Ports: []cluster.Port{{Name: "http", Port: 8080}, {Name: "tcp-cache", Port: 9000}}})
+	db := env.WorkloadT(t, ctx, cluster.Workload{Namespace: "shop", Name: "db", IP: "10.244.0.22",
+		Ports: []cluster.Port{{Name: "tcp-postgres", Port: 5432}}})
+	ingress := libraryWorkload(t, ctx, env, cluster.Workload{Namespace: "shop", Name: "ingress", IP: "10.244.0.23",
+		Labels: map[string]string{"istio": "ingressgateway"}, Ports: []cluster.Port{{Name: "http", Port: 8080}, {Name: "tcp", Port: 9000}}})
+	if err := env.CreateGateway(ctx, "shop", "ingress", "ingressgateway",
+		cluster.Route{Port: 8080, Protocol: "HTTP", To: reviews, ToPort: 8080},
+		cluster.Route{Port: 9000, Protocol: "TCP", To: db, ToPort: 5432}); err != nil {
 		t.Fatal(err)
 	}
-	rel := release.Embedded().Default()
-	if err := env.CreateNamespace(ctx, "shop", nil); err != nil {
-		t.Fatal(err)
-	}
-	lib := map[string]string{v1alpha1.LabelEnvoyVersion: rel.Envoy}
-	with := func(a map[string]string) map[string]string {
-		out := map[string]string{}
-		for _, m := range []map[string]string{a, lib} {
-			for k, v := range m {
-				out[k] = v
-			}
-		}
-		return out
-	}
-	reviews, err := env.CreateWorkload(ctx, cluster.Workload{
-		Namespace: "shop", Name: "reviews", IP: "10.244.0.21", Labels: with(map[string]string{"app": "reviews"}),
-		Ports: []cluster.Port{{Name: "http", Port: 8080}, {Name: "tcp-cache", Port: 9000}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := env.CreateWorkload(ctx, cluster.Workload{
-		Namespace: "shop", Name: "db", IP: "10.244.0.22", Ports: []cluster.Port{{Name: "tcp-postgres", Port: 5432}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ingress, err := env.CreateWorkload(ctx, cluster.Workload{
-		Namespace: "shop", Name: "ingress", IP: "10.244.0.23", Labels: with(map[string]string{"istio": "ingressgateway"}),
-		Ports: []cluster.Port{{Name: "http", Port: 8080}, {Name: "tcp", Port: 9000}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range []map[string]any{
-		{"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": map[string]any{"name": "ingress", "namespace": "shop"},
-			"spec": map[string]any{"selector": map[string]any{"istio": "ingressgateway"}, "servers": []any{
-				map[string]any{"port": map[string]any{"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": []any{"*"}},
-				map[string]any{"port": map[string]any{"number": 9000, "name": "tcp", "protocol": "TCP"}, "hosts": []any{"*"}},
-			}}},
-		{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": map[string]any{"name": "ingress", "namespace": "shop"},
-			"spec": map[string]any{"hosts": []any{"*"}, "gateways": []any{"ingress"},
-				"http": []any{map[string]any{"route": []any{map[string]any{"destination": map[string]any{"host": reviews.Workload.Host(), "port": map[string]any{"number": 8080}}}}}},
-				"tcp":  []any{map[string]any{"match": []any{map[string]any{"port": 9000}}, "route": []any{map[string]any{"destination": map[string]any{"host": db.Workload.Host(), "port": map[string]any{"number": 5432}}}}}},
-			}},
-	} {
-		if err := env.Client.Create(ctx, &unstructured.Unstructured{Object: o}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sc, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, cluster.SidecarFor(reviews))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	gwOpts := cluster.SidecarFor(ingress)
-	gwOpts.Router = true
-	gw, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, gwOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Close()
+	sc := istiod.ConnectT(t, ctx, cluster.SidecarFor(reviews))
+	gw := istiod.ConnectT(t, ctx, cluster.GatewayFor(ingress))
 
 	apply := func(mode v1alpha1.Mode) {
 		t.Helper()
@@ -102,25 +49,8 @@ func TestIstiodFilterLayoutPerMode(t *testing.T) {
 		if err := env.Client.DeleteAllOf(ctx, &networkingv1alpha3.EnvoyFilter{}, client.InNamespace("shop")); err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range []*v1alpha1.TelemetryPolicy{
-			{Spec: v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "reviews"}}}},
-			{Spec: v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"istio": "ingressgateway"}},
-				Contexts: []v1alpha1.TrafficContext{v1alpha1.ContextGateway}}},
-		} {
-			p.Namespace, p.Name, p.Spec.Mode = "shop", p.Spec.Selector.MatchLabels["app"]+p.Spec.Selector.MatchLabels["istio"], mode
-			out, err := render.Render(render.Input{Policy: p, RootNamespace: "istio-system", Matrix: release.Embedded()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, o := range out.Objects {
-				u, err := render.Unstructured(o)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(v1alpha1.FieldOwner), client.ForceOwnership); err != nil {
-					t.Fatal(err)
-				}
-			}
+		if err := layout.Apply(ctx, env.Client, layout.SidecarPolicy("shop", "reviews", mode), layout.GatewayPolicy("shop", "ingressgateway", mode)); err != nil {
+			t.Fatal(err)
 		}
 	}
 	sidecarWant := layout.Want{
@@ -187,15 +117,15 @@ func positions(s cluster.Snapshot, mode v1alpha1.Mode) error {
 	}
 	switch mode {
 	case v1alpha1.ModeShadow:
-		i := slices.Index(out, render.PluginHTTP)
-		if in[0] != render.PluginHTTP || len(in) < 2 || in[1] != layout.IstioMX {
+		i := slices.Index(out, pluginconfig.PluginHTTP)
+		if in[0] != pluginconfig.PluginHTTP || len(in) < 2 || in[1] != render.IstioMXFilter {
 			return fmt.Errorf("shadow inbound %s", strings.Join(in, " "))
 		}
-		if out[0] != layout.IstioMX || i < 0 || i+1 >= len(out) || out[i+1] != "envoy.filters.http.router" {
+		if out[0] != render.IstioMXFilter || i < 0 || i+1 >= len(out) || out[i+1] != "envoy.filters.http.router" {
 			return fmt.Errorf("shadow outbound %s", strings.Join(out, " "))
 		}
 	case v1alpha1.ModeLeanMesh:
-		if in[0] != render.PluginHTTP || out[0] != render.PluginHTTP {
+		if in[0] != pluginconfig.PluginHTTP || out[0] != pluginconfig.PluginHTTP {
 			return fmt.Errorf("leanmesh inbound %v outbound %v", in, out)
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -35,11 +37,7 @@ import (
 func TestNACKSurfacesOnIstiod(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, istiod := cluster.StartIstiodT(t, ctx, withCRDs, "shop")
 	reg := prometheus.NewRegistry()
 	metrics := NewMetrics(reg)
 	h := runController(t, env, func(r *Reconciler) {
@@ -47,17 +45,7 @@ func TestNACKSurfacesOnIstiod(t *testing.T) {
 		// The production default interval (--proxy-status-interval).
 		r.Proxies = &proxystatus.Poller{URLs: []string{"http://" + istiod.MonitoringAddr}}
 	})
-	if err := env.CreateNamespace(ctx, "shop", nil); err != nil {
-		t.Fatal(err)
-	}
-	wl, err := env.CreateWorkload(ctx, cluster.Workload{
-		Namespace: "shop", Name: "reviews", IP: "10.244.2.10",
-		Labels: map[string]string{"app": "reviews", v1alpha1.LabelEnvoyVersion: h.rel.Envoy},
-		Ports:  []cluster.Port{{Name: "http", Port: 8080}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	wl := libraryWorkload(t, ctx, env, cluster.Workload{Namespace: "shop", Name: "reviews", IP: "10.244.2.10"})
 
 	// Envoy's LDS rejection reads "Error adding/updating listener(s)
 	// <names>: <reason>" (LdsApiImpl::onConfigUpdate); the reason here names
@@ -74,23 +62,19 @@ func TestNACKSurfacesOnIstiod(t *testing.T) {
 		for _, name := range ts.Names() {
 			l, _ := ts.Resources[name].Msg.(*listenerv3.Listener)
 			for _, ch := range cluster.HTTPFilterChains(l) {
-				if count(ch.HTTPFilters, render.PluginHTTP) > 0 {
+				if count(ch.HTTPFilters, pluginconfig.PluginHTTP) > 0 {
 					mu.Lock()
 					if firstNACK.IsZero() {
 						firstNACK = time.Now()
 					}
 					mu.Unlock()
-					return fmt.Sprintf("Error adding/updating listener(s) %s: golang filter %s: failed to load library %s", name, render.PluginHTTP, render.DefaultLibraryPath)
+					return fmt.Sprintf("Error adding/updating listener(s) %s: golang filter %s: failed to load library %s", name, pluginconfig.PluginHTTP, render.DefaultLibraryPath)
 				}
 			}
 		}
 		return ""
 	}
-	sc, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
+	sc := istiod.ConnectT(t, ctx, opts)
 	if _, err := sc.WaitFor(ctx, func(s cluster.Snapshot) bool { return s.Has(cluster.TypeListener, "virtualInbound") }); err != nil {
 		t.Fatal(err)
 	}

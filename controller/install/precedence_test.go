@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
@@ -16,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
-	"github.com/leanmesh/leanmesh/controller/render"
 	"github.com/leanmesh/leanmesh/e2e/cluster"
 )
 
@@ -29,17 +30,8 @@ import (
 func TestScopePrecedenceOnIstiod(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, istiod := cluster.StartIstiodT(t, ctx, withCRDs, "shop", "pay")
 	h := runController(t, env)
-	for _, ns := range []string{"shop", "pay"} {
-		if err := env.CreateNamespace(ctx, ns, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
 	sidecars := map[string]*cluster.Sidecar{}
 	// Every LDS push each sidecar receives is checked, not only the one a
 	// wait ends on: a listener with leanmesh twice, even for one push
@@ -49,14 +41,7 @@ func TestScopePrecedenceOnIstiod(t *testing.T) {
 	pushes, phase := 0, "start"
 	setPhase := func(t *testing.T) { dupMu.Lock(); phase = t.Name(); dupMu.Unlock() }
 	for i, w := range []struct{ ns, app string }{{"shop", "reviews"}, {"shop", "legacy"}, {"pay", "pay"}} {
-		wl, err := env.CreateWorkload(ctx, cluster.Workload{
-			Namespace: w.ns, Name: w.app, IP: fmt.Sprintf("10.244.1.%d", 10+i),
-			Labels: map[string]string{"app": w.app, v1alpha1.LabelEnvoyVersion: h.rel.Envoy},
-			Ports:  []cluster.Port{{Name: "http", Port: 8080}},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		wl := libraryWorkload(t, ctx, env, cluster.Workload{Namespace: w.ns, Name: w.app, IP: fmt.Sprintf("10.244.1.%d", 10+i)})
 		opts := cluster.SidecarFor(wl)
 		app := w.app
 		opts.Review = func(ts cluster.TypeSnapshot) string {
@@ -69,19 +54,14 @@ func TestScopePrecedenceOnIstiod(t *testing.T) {
 			for _, l := range ts.Names() {
 				l, _ := ts.Resources[l].Msg.(*listenerv3.Listener)
 				for _, ch := range cluster.HTTPFilterChains(l) {
-					if n := count(ch.HTTPFilters, render.PluginHTTP); n > 1 {
+					if n := count(ch.HTTPFilters, pluginconfig.PluginHTTP); n > 1 {
 						dups = append(dups, fmt.Sprintf("%s: %s push %s: %s/%s has leanmesh %d times: %v", phase, app, ts.Version, l.GetName(), ch.ChainName, n, ch.HTTPFilters))
 					}
 				}
 			}
 			return ""
 		}
-		sc, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { sc.Close() })
-		sidecars[w.app] = sc
+		sidecars[w.app] = istiod.ConnectT(t, ctx, opts)
 	}
 	inbound := func(s cluster.Snapshot) []string {
 		for _, ch := range s.HTTPFilterChains("virtualInbound") {
@@ -102,15 +82,15 @@ func TestScopePrecedenceOnIstiod(t *testing.T) {
 	// Every predicate also requires exactly one leanmesh filter: a stale
 	// placement copy left next to the policy's own object shows up as a
 	// second one (Envoy would run the filter twice, double counting).
-	once := func(in []string) bool { return count(in, render.PluginHTTP) == 1 }
+	once := func(in []string) bool { return count(in, pluginconfig.PluginHTTP) == 1 }
 	leanmesh := func(in []string) bool {
-		return once(in) && in[0] == render.PluginHTTP && !slices.Contains(in, "istio.stats") && !slices.Contains(in, "istio.metadata_exchange")
+		return once(in) && in[0] == pluginconfig.PluginHTTP && !slices.Contains(in, "istio.stats") && !slices.Contains(in, "istio.metadata_exchange")
 	}
 	istio := func(in []string) bool {
-		return len(in) > 0 && !slices.Contains(in, render.PluginHTTP) && slices.Contains(in, "istio.stats") && slices.Contains(in, "istio.metadata_exchange")
+		return len(in) > 0 && !slices.Contains(in, pluginconfig.PluginHTTP) && slices.Contains(in, "istio.stats") && slices.Contains(in, "istio.metadata_exchange")
 	}
 	shadow := func(in []string) bool {
-		return once(in) && len(in) > 1 && in[0] == render.PluginHTTP && in[1] == "istio.metadata_exchange" && slices.Contains(in, "istio.stats")
+		return once(in) && len(in) > 1 && in[0] == pluginconfig.PluginHTTP && in[1] == "istio.metadata_exchange" && slices.Contains(in, "istio.stats")
 	}
 
 	t.Run("mesh-wide LeanMesh reaches every workload", func(t *testing.T) {

@@ -6,10 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
-	"github.com/leanmesh/leanmesh/controller/render"
 	"github.com/leanmesh/leanmesh/e2e/cluster"
 )
 
@@ -23,45 +24,24 @@ import (
 func TestTwoRevisionsOnIstiod(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
-	stable, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, stable := cluster.StartIstiodT(t, ctx, withCRDs, "shop")
 	canary, err := env.StartIstiod(ctx, cluster.IstiodOptions{Env: map[string]string{"REVISION": "canary"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := runController(t, env)
-	if err := env.CreateNamespace(ctx, "shop", nil); err != nil {
-		t.Fatal(err)
-	}
-	connect := func(wl *cluster.WorkloadObjects, addr string) *cluster.Sidecar {
-		sc, err := cluster.ConnectSidecar(ctx, addr, cluster.SidecarFor(wl))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { sc.Close() })
-		return sc
-	}
 	var wls []*cluster.WorkloadObjects
 	for i, v := range []struct{ version, rev string }{{"v1", ""}, {"v2", "canary"}} {
-		labels := map[string]string{"app": "reviews", "version": v.version, v1alpha1.LabelEnvoyVersion: h.rel.Envoy}
+		labels := map[string]string{"app": "reviews", "version": v.version}
 		if v.rev != "" {
 			labels[v1alpha1.LabelRevision] = v.rev
 		}
-		wl, err := env.CreateWorkload(ctx, cluster.Workload{
-			Namespace: "shop", Name: "reviews-" + v.version, IP: "10.244.6." + string(rune('0'+i+1)),
-			Labels: labels, Ports: []cluster.Port{{Name: "http", Port: 8080}},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wls = append(wls, wl)
+		wls = append(wls, libraryWorkload(t, ctx, env, cluster.Workload{
+			Namespace: "shop", Name: "reviews-" + v.version, IP: "10.244.6." + string(rune('0'+i+1)), Labels: labels}))
 	}
-	v1 := connect(wls[0], stable.XDSAddr)
-	v2 := connect(wls[1], canary.XDSAddr)
-	v2OnStable := connect(wls[1], stable.XDSAddr) // a proxy not yet moved to the canary
+	v1 := stable.ConnectT(t, ctx, cluster.SidecarFor(wls[0]))
+	v2 := canary.ConnectT(t, ctx, cluster.SidecarFor(wls[1]))
+	v2OnStable := stable.ConnectT(t, ctx, cluster.SidecarFor(wls[1])) // a proxy not yet moved to the canary
 
 	h.policy("shop", "reviews-stable", v1alpha1.TelemetryPolicySpec{
 		Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "reviews", "version": "v1"}}})
@@ -87,17 +67,17 @@ func TestTwoRevisionsOnIstiod(t *testing.T) {
 		t.Logf("%-46s inbound %v", what, last)
 	}
 	wait(v1, "v1 on the default istiod: LeanMesh", func(in []string) bool {
-		return count(in, render.PluginHTTP) == 1 && in[0] == render.PluginHTTP && !slices.Contains(in, "istio.stats")
+		return count(in, pluginconfig.PluginHTTP) == 1 && in[0] == pluginconfig.PluginHTTP && !slices.Contains(in, "istio.stats")
 	})
 	wait(v2, "v2 on the canary istiod: Shadow", func(in []string) bool {
-		return count(in, render.PluginHTTP) == 1 && in[0] == render.PluginHTTP && slices.Contains(in, "istio.stats") && slices.Contains(in, "istio.metadata_exchange")
+		return count(in, pluginconfig.PluginHTTP) == 1 && in[0] == pluginconfig.PluginHTTP && slices.Contains(in, "istio.stats") && slices.Contains(in, "istio.metadata_exchange")
 	})
 	wait(v2OnStable, "v2 still on the default istiod: Istio only", func(in []string) bool {
-		return len(in) > 0 && !slices.Contains(in, render.PluginHTTP) && slices.Contains(in, "istio.stats")
+		return len(in) > 0 && !slices.Contains(in, pluginconfig.PluginHTTP) && slices.Contains(in, "istio.stats")
 	})
 	// And the default istiod keeps ignoring the canary's objects.
 	time.Sleep(2 * time.Second)
-	if in := inbound(v2OnStable.Snapshot()); slices.Contains(in, render.PluginHTTP) {
+	if in := inbound(v2OnStable.Snapshot()); slices.Contains(in, pluginconfig.PluginHTTP) {
 		t.Fatalf("the default istiod applied the canary's objects: %v", in)
 	}
 }

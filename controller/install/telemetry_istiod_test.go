@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanmesh/leanmesh/e2e/layout"
+
 	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	telemetryapi "istio.io/api/telemetry/v1alpha1"
 	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
-	"github.com/leanmesh/leanmesh/controller/render"
 	"github.com/leanmesh/leanmesh/e2e/cluster"
 )
 
@@ -34,15 +33,8 @@ import (
 func TestTelemetryCarriedOverOnIstiod(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, istiod := cluster.StartIstiodT(t, ctx, withCRDs, "shop")
 	h := runController(t, env)
-	if err := env.CreateNamespace(ctx, "shop", nil); err != nil {
-		t.Fatal(err)
-	}
 	tel := &telemetryv1.Telemetry{ObjectMeta: metav1.ObjectMeta{Namespace: rootNS, Name: "mesh-default"}}
 	tel.Spec.Metrics = []*telemetryapi.Metrics{{
 		Providers: []*telemetryapi.ProviderRef{{Name: "prometheus"}},
@@ -59,19 +51,7 @@ func TestTelemetryCarriedOverOnIstiod(t *testing.T) {
 	if err := h.c.Create(ctx, tel); err != nil {
 		t.Fatal(err)
 	}
-	wl, err := env.CreateWorkload(ctx, cluster.Workload{
-		Namespace: "shop", Name: "reviews", IP: "10.244.4.10",
-		Labels: map[string]string{"app": "reviews", v1alpha1.LabelEnvoyVersion: h.rel.Envoy},
-		Ports:  []cluster.Port{{Name: "http", Port: 8080}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, cluster.SidecarFor(wl))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
+	sc := istiod.ConnectT(t, ctx, cluster.SidecarFor(libraryWorkload(t, ctx, env, cluster.Workload{Namespace: "shop", Name: "reviews", IP: "10.244.4.10"})))
 
 	h.policy("shop", "reviews", v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "reviews"}}})
 	p := h.ready("shop", "reviews", metav1.ConditionTrue, v1alpha1.ReasonApplied)
@@ -88,24 +68,13 @@ func TestTelemetryCarriedOverOnIstiod(t *testing.T) {
 	}
 	var last any
 	if _, err := sc.WaitFor(ctx, func(s cluster.Snapshot) bool {
-		for _, ch := range s.HTTPFilterChains("virtualInbound") {
-			if ch.ChainName != "0.0.0.0_8080" {
-				continue
-			}
-			for _, fc := range ch.Configs {
-				if fc.Name != render.PluginHTTP {
-					continue
-				}
-				m, err := pluginMetrics(fc.Value)
-				if err != nil {
-					last = err
-					return false
-				}
-				last = m
-				return equality.Semantic.DeepEqual(m, want)
-			}
+		m, err := servedMetrics(s)
+		if err != nil {
+			last = err
+			return false
 		}
-		return false
+		last = m
+		return equality.Semantic.DeepEqual(m, want)
 	}); err != nil {
 		t.Fatalf("sidecar's leanmesh config: %v (last metrics %v)", err, last)
 	}
@@ -126,52 +95,25 @@ func TestTelemetryCarriedOverOnIstiod(t *testing.T) {
 			return nil
 		})
 		if _, err := sc.WaitFor(ctx, func(s cluster.Snapshot) bool {
-			for _, ch := range s.HTTPFilterChains("virtualInbound") {
-				for _, fc := range ch.Configs {
-					if ch.ChainName == "0.0.0.0_8080" && fc.Name == render.PluginHTTP {
-						m, err := pluginMetrics(fc.Value)
-						return err == nil && m == nil
-					}
-				}
-			}
-			return false
+			m, err := servedMetrics(s)
+			return err == nil && m == nil
 		}); err != nil {
 			t.Fatal(err)
 		}
 	})
 }
 
-// pluginMetrics decodes the golang HTTP filter's Config (contrib
-// golang.proto: plugin_config is field 4, an Any holding an
-// xds.type.v3.TypedStruct) and returns plugin_config.metrics.
-func pluginMetrics(config []byte) (any, error) {
-	b := config
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		b = b[n:]
-		if num == 4 && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return nil, protowire.ParseError(n)
-			}
-			var a anypb.Any
-			if err := proto.Unmarshal(v, &a); err != nil {
-				return nil, err
-			}
-			var ts xdstypev3.TypedStruct
-			if err := proto.Unmarshal(a.Value, &ts); err != nil {
-				return nil, err
-			}
-			return ts.GetValue().AsMap()["metrics"], nil
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		b = b[n:]
+// servedMetrics is plugin_config.metrics of the leanmesh filter istiod
+// served on the inbound 8080 chain (an xds.type.v3.TypedStruct in the
+// golang filter's plugin_config).
+func servedMetrics(s cluster.Snapshot) (any, error) {
+	a, err := layout.PluginConfig(s.HTTPFilterChains("virtualInbound"), "0.0.0.0_8080")
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("no plugin_config in the golang filter config")
+	var ts xdstypev3.TypedStruct
+	if err := proto.Unmarshal(a.Value, &ts); err != nil {
+		return nil, err
+	}
+	return ts.GetValue().AsMap()["metrics"], nil
 }

@@ -7,13 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/controller/proxystatus"
-	"github.com/leanmesh/leanmesh/controller/render"
 	"github.com/leanmesh/leanmesh/e2e/cluster"
 )
 
@@ -26,19 +27,12 @@ import (
 func TestProxyVersionSkewOnIstiod(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, istiod := cluster.StartIstiodT(t, ctx, withCRDs, "shop")
 	metrics := NewMetrics(nil)
 	h := runController(t, env, func(r *Reconciler) {
 		r.Metrics = metrics
 		r.Proxies = &proxystatus.Poller{URLs: []string{"http://" + istiod.MonitoringAddr}}
 	})
-	if err := env.CreateNamespace(ctx, "shop", nil); err != nil {
-		t.Fatal(err)
-	}
 	wls := map[string]*cluster.WorkloadObjects{}
 	sidecars := map[string]*cluster.Sidecar{}
 	connect := func(app, version string) {
@@ -48,23 +42,10 @@ func TestProxyVersionSkewOnIstiod(t *testing.T) {
 		}
 		opts := cluster.SidecarFor(wls[app])
 		opts.IstioVersion = version
-		sc, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { sc.Close() })
-		sidecars[app] = sc
+		sidecars[app] = istiod.ConnectT(t, ctx, opts)
 	}
 	for i, app := range []string{"reviews", "details"} {
-		wl, err := env.CreateWorkload(ctx, cluster.Workload{
-			Namespace: "shop", Name: app, IP: fmt.Sprintf("10.244.3.%d", 10+i),
-			Labels: map[string]string{"app": app, v1alpha1.LabelEnvoyVersion: h.rel.Envoy},
-			Ports:  []cluster.Port{{Name: "http", Port: 8080}},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wls[app] = wl
+		wls[app] = libraryWorkload(t, ctx, env, cluster.Workload{Namespace: "shop", Name: app, IP: fmt.Sprintf("10.244.3.%d", 10+i)})
 		connect(app, h.rel.Istio)
 	}
 	chains := func(s cluster.Snapshot) [][]string {
@@ -79,10 +60,10 @@ func TestProxyVersionSkewOnIstiod(t *testing.T) {
 		return out
 	}
 	leanmesh := func(in []string) bool {
-		return count(in, render.PluginHTTP) == 1 && !slices.Contains(in, "istio.stats") && !slices.Contains(in, "istio.metadata_exchange")
+		return count(in, pluginconfig.PluginHTTP) == 1 && !slices.Contains(in, "istio.stats") && !slices.Contains(in, "istio.metadata_exchange")
 	}
 	istio := func(in []string) bool {
-		return !slices.Contains(in, render.PluginHTTP) && slices.Contains(in, "istio.stats") && slices.Contains(in, "istio.metadata_exchange")
+		return !slices.Contains(in, pluginconfig.PluginHTTP) && slices.Contains(in, "istio.stats") && slices.Contains(in, "istio.metadata_exchange")
 	}
 	waitLDS := func(app, what string, cond func([]string) bool) {
 		t.Helper()

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
@@ -14,16 +16,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/leanmesh/leanmesh/filters/peer"
 )
 
 const (
-	alsClusterName   = "leanmesh-als"
-	alsLogName       = "leanmesh-lazy"
-	egressRouteName  = "leanmesh-lazy-default"
-	unresolvedHost   = "leanmesh-lazy-unresolved.invalid"
-	egressLuaName    = "leanmesh.lazy_authority"
-	hcmFilterName    = "envoy.filters.network.http_connection_manager"
-	routerFilterName = "envoy.filters.http.router"
+	alsClusterName  = "leanmesh-als"
+	alsLogName      = "leanmesh-lazy"
+	egressRouteName = "leanmesh-lazy-default"
+	unresolvedHost  = "leanmesh-lazy-unresolved.invalid"
+	egressLuaName   = "leanmesh.lazy_authority"
 )
 
 // EgressObjects are the lazy egress gateway's objects, in apply order.
@@ -157,15 +159,15 @@ func egressFilter(eg Egress, selector map[string]string, meta metav1.ObjectMeta)
 	listener := &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch_Listener{Listener: &networkingapi.EnvoyFilter_ListenerMatch{
 		PortNumber: eg.ListenPort,
 		FilterChain: &networkingapi.EnvoyFilter_ListenerMatch_FilterChainMatch{
-			Filter: &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{Name: hcmFilterName},
+			Filter: &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{Name: wellknown.HTTPConnectionManager},
 		},
 	}}
 	routerListener := &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch_Listener{Listener: &networkingapi.EnvoyFilter_ListenerMatch{
 		PortNumber: eg.ListenPort,
 		FilterChain: &networkingapi.EnvoyFilter_ListenerMatch_FilterChainMatch{
 			Filter: &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{
-				Name:      hcmFilterName,
-				SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: routerFilterName},
+				Name:      wellknown.HTTPConnectionManager,
+				SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: wellknown.Router},
 			},
 		},
 	}}
@@ -224,7 +226,7 @@ func egressFilter(eg Egress, selector map[string]string, meta metav1.ObjectMeta)
 								// Learning latency is bounded by this flush interval.
 								"buffer_flush_interval": "0.2s",
 							},
-							"additional_request_headers_to_log": []any{"x-envoy-peer-metadata-id"},
+							"additional_request_headers_to_log": []any{peer.HeaderMetadataID},
 						},
 					}},
 				},

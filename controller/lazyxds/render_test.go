@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -283,7 +285,7 @@ func TestPatchesAreValidEnvoyConfig(t *testing.T) {
 			case networkingapi.EnvoyFilter_NETWORK_FILTER, networkingapi.EnvoyFilter_HTTP_FILTER:
 				msg = &listenerv3.Filter{}
 				if p.ApplyTo == networkingapi.EnvoyFilter_NETWORK_FILTER {
-					msg = &listenerv3.Filter{Name: hcmFilterName}
+					msg = &listenerv3.Filter{Name: wellknown.HTTPConnectionManager}
 				}
 			default:
 				t.Fatalf("%s patch %d: unexpected applyTo %v", ef.Name, i, p.ApplyTo)

@@ -34,18 +34,9 @@ import (
 func TestALSAdmitsOnlyTheEgressIdentity(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
+	env, istiod := cluster.StartIstiodT(t, ctx, withCRDs, rootNS, shop)
 	cfg := env.ServiceAccountConfigT(t, ctx, generatedRBAC, controllerNS, controllerSA)
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := env.Client
-	for _, ns := range []string{rootNS, shop} {
-		if err := env.CreateNamespace(ctx, ns, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for _, w := range shopWorkloads[:2] {
 		if _, err := env.CreateWorkload(ctx, w); err != nil {
 			t.Fatal(err)

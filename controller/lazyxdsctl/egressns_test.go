@@ -27,7 +27,7 @@ import (
 func TestEgressNamespaceNotAllowed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
+	env := cluster.StartT(t, withCRDs)
 	cfg := env.ServiceAccountConfigT(t, ctx, generatedRBAC, controllerNS, controllerSA)
 	c := env.Client
 	for _, ns := range []string{rootNS, shop, "elsewhere"} {

@@ -64,18 +64,9 @@ func egressWeights(s cluster.Snapshot, fqdn string) ([][]string, string) {
 func TestEgressFollowsUserVirtualService(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, istiod := cluster.StartIstiodT(t, ctx, withCRDs, rootNS, shop)
 	cfg := env.ServiceAccountConfigT(t, ctx, generatedRBAC, controllerNS, controllerSA)
 	c := env.Client
-	for _, ns := range []string{rootNS, shop} {
-		if err := env.CreateNamespace(ctx, ns, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for _, w := range shopWorkloads {
 		if _, err := env.CreateWorkload(ctx, w); err != nil {
 			t.Fatal(err)
@@ -112,13 +103,7 @@ func TestEgressFollowsUserVirtualService(t *testing.T) {
 	}
 	startController(t, cfg, env)
 
-	opts := cluster.SidecarFor(eg)
-	opts.Router = true
-	gw, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Close()
+	gw := istiod.ConnectT(t, ctx, cluster.GatewayFor(eg))
 	const fqdn = "reviews.shop.svc.cluster.local"
 	rev, canary := "outbound|9080||reviews.shop.svc.cluster.local", "outbound|9080||reviews-canary.shop.svc.cluster.local"
 	wantRoutes := func(want string) {

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/controller/install"
 	"github.com/leanmesh/leanmesh/controller/lazyxds"
 	"github.com/leanmesh/leanmesh/e2e/cluster"
@@ -39,6 +40,9 @@ const (
 // generatedRBAC is controller-gen's role.yaml: tests run the controller
 // under it, so a missing RBAC marker fails them.
 const generatedRBAC = "../../config/rbac/role.yaml"
+
+// withCRDs starts the control plane with leanmesh's CRDs and types.
+var withCRDs = cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme}
 
 // controller is one run of the manager with the loop, as `leanmesh
 // controller --lazyxds` wires it (leader election, generated RBAC).

@@ -20,15 +20,8 @@ import (
 func TestIstiodPushesLearnedClusterToCallerOnly(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, istiod := cluster.StartIstiodT(t, ctx, withCRDs, shop)
 	cfg := env.ServiceAccountConfigT(t, ctx, generatedRBAC, controllerNS, controllerSA)
-	if err := env.CreateNamespace(ctx, shop, nil); err != nil {
-		t.Fatal(err)
-	}
 	objs := map[string]*cluster.WorkloadObjects{}
 	for _, w := range shopWorkloads {
 		o, err := env.CreateWorkload(ctx, w)
@@ -37,16 +30,8 @@ func TestIstiodPushesLearnedClusterToCallerOnly(t *testing.T) {
 		}
 		objs[w.Name] = o
 	}
-	caller, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, cluster.SidecarFor(objs["productpage"]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer caller.Close()
-	other, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, cluster.SidecarFor(objs["ratings"]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	caller := istiod.ConnectT(t, ctx, cluster.SidecarFor(objs["productpage"]))
+	other := istiod.ConnectT(t, ctx, cluster.SidecarFor(objs["ratings"]))
 	reviews := objs["reviews"].Workload.OutboundCluster(9080)
 	full, err := caller.WaitFor(ctx, func(s cluster.Snapshot) bool { return s.Has(cluster.TypeCluster, reviews) })
 	if err != nil {

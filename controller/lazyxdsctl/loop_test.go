@@ -43,7 +43,7 @@ func TestLoopAgainstAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Now()
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
+	env := cluster.StartT(t, withCRDs)
 	t.Logf("control plane up in %s", time.Since(start).Round(time.Millisecond))
 	cfg := env.ServiceAccountConfigT(t, ctx, generatedRBAC, controllerNS, controllerSA)
 	c := env.Client

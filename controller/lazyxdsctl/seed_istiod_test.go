@@ -174,18 +174,9 @@ func TestSeedFromTelemetryFirstCallGoesDirect(t *testing.T) {
 	promURL, caPEM := authProxy(t, prom.URL, "s3cret")
 
 	// 2. The mesh, istiod, productpage's xDS with every service.
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, istiod := cluster.StartIstiodT(t, ctx, withCRDs, rootNS, shop)
 	cfg := env.ServiceAccountConfigT(t, ctx, generatedRBAC, controllerNS, controllerSA)
 	c := env.Client
-	for _, ns := range []string{rootNS, shop} {
-		if err := env.CreateNamespace(ctx, ns, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
 	objs := map[string]*cluster.WorkloadObjects{}
 	for _, w := range shopWorkloads {
 		o, err := env.CreateWorkload(ctx, w)
@@ -194,11 +185,7 @@ func TestSeedFromTelemetryFirstCallGoesDirect(t *testing.T) {
 		}
 		objs[w.Name] = o
 	}
-	ads, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, cluster.SidecarFor(objs["productpage"]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ads.Close()
+	ads := istiod.ConnectT(t, ctx, cluster.SidecarFor(objs["productpage"]))
 	reviews, details, ratings := objs["reviews"].Workload.OutboundCluster(9080), objs["details"].Workload.OutboundCluster(9080), objs["ratings"].Workload.OutboundCluster(9080)
 	if _, err := ads.WaitFor(ctx, func(s cluster.Snapshot) bool { return s.Has(cluster.TypeCluster, ratings) }); err != nil {
 		t.Fatal(err)

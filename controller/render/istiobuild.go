@@ -61,5 +61,5 @@ func istioBuildCarrier() (map[string]any, error) {
 	if err := json.Unmarshal(raw, &typed); err != nil {
 		return nil, err
 	}
-	return map[string]any{"name": istioStatsFilter, "typed_config": typed}, nil
+	return map[string]any{"name": IstioStatsFilter, "typed_config": typed}, nil
 }

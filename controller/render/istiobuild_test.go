@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 	statsapi "istio.io/api/envoy/extensions/stats"
@@ -60,9 +62,9 @@ func TestIstioBuildCarrier(t *testing.T) {
 					names = append(names, f.GetStructValue().GetFields()["name"].GetStringValue())
 				}
 				switch {
-				case slices.Equal(names, []string{hcmFilter}):
+				case slices.Equal(names, []string{wellknown.HTTPConnectionManager}):
 					got[cp.Match.Context] = false
-				case slices.Equal(names, []string{istioStatsFilter, hcmFilter}):
+				case slices.Equal(names, []string{IstioStatsFilter, wellknown.HTTPConnectionManager}):
 					got[cp.Match.Context] = true
 					checkCarrierConfig(t, filters[0].GetStructValue().GetFields()["typed_config"].GetStructValue().AsMap())
 				default:

@@ -37,6 +37,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+
 	"google.golang.org/protobuf/types/known/structpb"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
@@ -54,18 +56,16 @@ import (
 const (
 	LibraryID          = "leanmesh"
 	DefaultLibraryPath = "/etc/leanmesh/leanmesh.so"
-	PluginHTTP         = "leanmesh"
-	PluginTCP          = "leanmesh-tcp"
 
 	ExpositionListener = "leanmesh-prometheus"
 	DefaultExposePort  = 15095
 	DefaultPriority    = 10
 
-	istioMXFilter    = "istio.metadata_exchange"
-	istioStatsFilter = "istio.stats"
-	hcmFilter        = "envoy.filters.network.http_connection_manager"
-	routerFilter     = "envoy.filters.http.router"
-	tcpProxy         = "envoy.filters.network.tcp_proxy"
+	// Istio's filter names as istiod writes them (pilot/pkg/xds/filters:
+	// MxFilterName, StatsFilterName); Envoy's come from go-control-plane's
+	// pkg/wellknown.
+	IstioMXFilter    = "istio.metadata_exchange"
+	IstioStatsFilter = "istio.stats"
 
 	httpGolangType = "type.googleapis.com/envoy.extensions.filters.http.golang.v3alpha.Config"
 	netGolangType  = "type.googleapis.com/envoy.extensions.filters.network.golang.v3alpha.Config"
@@ -274,11 +274,11 @@ func (r *renderer) httpPatches(c v1alpha1.TrafficContext) ([]*networkingapi.Envo
 		// Only the exchanging side sends headers; observe mode never does.
 		cfg.MetadataExchange.SendTo = pluginconfig.MXSendPolicy(r.spec.MetadataExchange.SendTo)
 	}
-	filter, err := r.golangFilter(httpGolangType, PluginHTTP, cfg, false)
+	filter, err := r.golangFilter(httpGolangType, pluginconfig.PluginHTTP, cfg, false)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c, err)
 	}
-	hcm := &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{Name: hcmFilter}
+	hcm := &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{Name: wellknown.HTTPConnectionManager}
 	switch {
 	case r.spec.Mode == v1alpha1.ModeLeanMesh:
 		// Only HTTP_FILTER patches: they reach the HTTP connection managers
@@ -287,14 +287,14 @@ func (r *renderer) httpPatches(c v1alpha1.TrafficContext) ([]*networkingapi.Envo
 			return &networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{
 				ApplyTo: networkingapi.EnvoyFilter_HTTP_FILTER,
 				Match: r.listenerMatch(pctx, &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{
-					Name: hcmFilter, SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: name},
+					Name: wellknown.HTTPConnectionManager, SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: name},
 				}),
 				Patch: &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_REMOVE},
 			}
 		}
 		return []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{
-			remove(istioMXFilter),
-			remove(istioStatsFilter),
+			remove(IstioMXFilter),
+			remove(IstioStatsFilter),
 			{
 				ApplyTo: networkingapi.EnvoyFilter_HTTP_FILTER,
 				Match:   r.listenerMatch(pctx, hcm),
@@ -311,7 +311,7 @@ func (r *renderer) httpPatches(c v1alpha1.TrafficContext) ([]*networkingapi.Envo
 		return []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{{
 			ApplyTo: networkingapi.EnvoyFilter_HTTP_FILTER,
 			Match: r.listenerMatch(pctx, &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{
-				Name: hcmFilter, SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: routerFilter},
+				Name: wellknown.HTTPConnectionManager, SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: wellknown.Router},
 			}),
 			Patch: &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_INSERT_BEFORE, Value: filter},
 		}}, nil
@@ -330,13 +330,13 @@ func (r *renderer) tcpPatch(c v1alpha1.TrafficContext) (*networkingapi.EnvoyFilt
 	if d := r.spec.TCPReportingInterval; d != nil {
 		cfg.TCPReportingDuration = d.Duration.String()
 	}
-	filter, err := r.golangFilter(netGolangType, PluginTCP, cfg, true)
+	filter, err := r.golangFilter(netGolangType, pluginconfig.PluginTCP, cfg, true)
 	if err != nil {
 		return nil, fmt.Errorf("%s tcp: %w", c, err)
 	}
 	return &networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{
 		ApplyTo: networkingapi.EnvoyFilter_NETWORK_FILTER,
-		Match:   r.listenerMatch(pctx, &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{Name: tcpProxy}),
+		Match:   r.listenerMatch(pctx, &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{Name: wellknown.TCPProxy}),
 		Patch:   &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_INSERT_BEFORE, Value: filter},
 	}, nil
 }
@@ -346,12 +346,12 @@ func (r *renderer) tcpPatch(c v1alpha1.TrafficContext) (*networkingapi.EnvoyFilt
 // context), gateways through GATEWAY.
 func (r *renderer) exposition(contexts []v1alpha1.TrafficContext) (client.Object, error) {
 	cfg := pluginconfig.Config{Exposition: pluginconfig.Exposition{Enabled: true, Path: r.spec.Exposition.Path}}
-	filter, err := r.golangFilter(httpGolangType, PluginHTTP, cfg, false)
+	filter, err := r.golangFilter(httpGolangType, pluginconfig.PluginHTTP, cfg, false)
 	if err != nil {
 		return nil, fmt.Errorf("exposition: %w", err)
 	}
 	hcm := map[string]any{
-		"name": hcmFilter,
+		"name": wellknown.HTTPConnectionManager,
 		"typed_config": map[string]any{
 			"@type":       "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
 			"stat_prefix": "leanmesh_prometheus",
@@ -368,7 +368,7 @@ func (r *renderer) exposition(contexts []v1alpha1.TrafficContext) (client.Object
 			},
 			"http_filters": []any{
 				filter.AsMap(),
-				map[string]any{"name": routerFilter, "typed_config": map[string]any{
+				map[string]any{"name": wellknown.Router, "typed_config": map[string]any{
 					"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
 				}},
 			},

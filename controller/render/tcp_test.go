@@ -5,6 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	networkingapi "istio.io/api/networking/v1alpha3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -61,11 +65,11 @@ func TestTCPPatchShape(t *testing.T) {
 			t.Fatal(err)
 		}
 		if p.ApplyTo != networkingapi.EnvoyFilter_NETWORK_FILTER || p.Patch.Operation != networkingapi.EnvoyFilter_Patch_INSERT_BEFORE ||
-			p.Match.GetListener().GetFilterChain().GetFilter().GetName() != tcpProxy {
+			p.Match.GetListener().GetFilterChain().GetFilter().GetName() != wellknown.TCPProxy {
 			t.Errorf("%s: patch %v", c, p)
 		}
 		js, _ := p.Patch.Value.MarshalJSON()
-		for _, want := range []string{netGolangType, `"plugin_name":"` + PluginTCP + `"`, `"direction":"` + string(c) + `"`} {
+		for _, want := range []string{netGolangType, `"plugin_name":"` + pluginconfig.PluginTCP + `"`, `"direction":"` + string(c) + `"`} {
 			if !strings.Contains(string(js), want) {
 				t.Errorf("%s: patch value lacks %s: %s", c, want, js)
 			}

@@ -15,19 +15,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/leanmesh/leanmesh/filters/peer"
 	"github.com/leanmesh/leanmesh/filters/workloads"
 )
 
-// Label keys, in Istio's precedence order.
-const (
-	labelCanonicalName     = "service.istio.io/canonical-name"
-	labelCanonicalRevision = "service.istio.io/canonical-revision"
-	labelK8sName           = "app.kubernetes.io/name"
-	labelK8sVersion        = "app.kubernetes.io/version"
-	labelApp               = "app"
-	labelVersion           = "version"
-	labelPodTemplateHash   = "pod-template-hash"
-)
+// The label keys Istio's telemetry reads are peer's (the package owning the
+// exchanged metadata); this one only names the workload.
+const labelPodTemplateHash = "pod-template-hash"
 
 // cronJobName is Istio's pattern for Jobs created by a CronJob
 // (pkg/kube GetDeployMetaFromPod): <cronjob>-<scheduled time in minutes>.
@@ -83,10 +77,10 @@ func identity(name, namespace string, labels map[string]string, clusterID, sa st
 	return workloads.Workload{
 		Name:              name,
 		Namespace:         namespace,
-		CanonicalService:  first(labels[labelCanonicalName], labels[labelK8sName], labels[labelApp], name),
-		CanonicalRevision: first(labels[labelCanonicalRevision], labels[labelK8sVersion], labels[labelVersion], "latest"),
-		App:               first(labels[labelK8sName], labels[labelApp]),
-		Version:           first(labels[labelK8sVersion], labels[labelVersion]),
+		CanonicalService:  first(labels[peer.LabelCanonicalName], labels[peer.LabelK8sName], labels[peer.LabelApp], name),
+		CanonicalRevision: first(labels[peer.LabelCanonicalRevision], labels[peer.LabelK8sVersion], labels[peer.LabelVersion], "latest"),
+		App:               first(labels[peer.LabelK8sName], labels[peer.LabelApp]),
+		Version:           first(labels[peer.LabelK8sVersion], labels[peer.LabelVersion]),
 		Cluster:           clusterID,
 		ServiceAccount:    sa,
 	}

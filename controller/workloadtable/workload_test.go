@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/leanmesh/leanmesh/filters/peer"
 	"github.com/leanmesh/leanmesh/filters/workloads"
 )
 
@@ -33,7 +34,7 @@ func TestFromPod(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Name: "reviews-v2-7d9f8b-x2x", Namespace: "shop",
 					OwnerReferences: owned("ReplicaSet", "reviews-v2-7d9f8b"),
 					Labels: map[string]string{"pod-template-hash": "7d9f8b", "app": "reviews", "version": "v2",
-						labelCanonicalName: "reviews-svc", labelCanonicalRevision: "r2"}},
+						peer.LabelCanonicalName: "reviews-svc", peer.LabelCanonicalRevision: "r2"}},
 				Spec:   corev1.PodSpec{ServiceAccountName: "bookinfo-reviews"},
 				Status: running,
 			},
@@ -45,7 +46,7 @@ func TestFromPod(t *testing.T) {
 			name: "app.kubernetes.io labels win over app/version",
 			pod: corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Name: "db-0", Namespace: "data", OwnerReferences: owned("StatefulSet", "db"),
-					Labels: map[string]string{"app": "x", "version": "1", labelK8sName: "postgres", labelK8sVersion: "16"}},
+					Labels: map[string]string{"app": "x", "version": "1", peer.LabelK8sName: "postgres", peer.LabelK8sVersion: "16"}},
 				Status: running,
 			},
 			wantIPs: []string{"10.244.0.7"}, wantOK: true,

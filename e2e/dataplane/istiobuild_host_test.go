@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -62,7 +64,7 @@ func TestGatewayIstioBuildThroughHost(t *testing.T) {
 						}
 						continue
 					}
-					if v["name"] == render.PluginHTTP {
+					if v["name"] == pluginconfig.PluginHTTP {
 						gateway = pluginValue(t, v)
 					}
 				}

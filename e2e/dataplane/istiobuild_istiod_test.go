@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/go-logr/logr"
 	statsapi "istio.io/api/envoy/extensions/stats"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
@@ -44,110 +44,33 @@ func TestIstioBuildReporterOnIstiod(t *testing.T) {
 	ctrllog.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
+	env, istiod := cluster.StartIstiodT(t, ctx, cluster.Options{}, "web")
+	lib := release.Embedded().Default().Envoy
+	httpOnly := []cluster.Port{{Name: "http", Port: 8080}}
+	web := env.WorkloadT(t, ctx, cluster.Workload{Namespace: "web", Name: "web", IP: "10.244.0.31",
+		Labels: map[string]string{"app": "web", v1alpha1.LabelEnvoyVersion: lib}, Ports: httpOnly})
+	ingress := env.WorkloadT(t, ctx, cluster.Workload{Namespace: "web", Name: "ingress", IP: "10.244.0.32",
+		Labels: map[string]string{"istio": "ingressgateway", v1alpha1.LabelEnvoyVersion: lib}, Ports: httpOnly})
+	db := env.WorkloadT(t, ctx, cluster.Workload{Namespace: "web", Name: "db", IP: "10.244.0.33",
+		Ports: []cluster.Port{{Name: "tcp-postgres", Port: 5432}}})
+	tcpIngress := env.WorkloadT(t, ctx, cluster.Workload{Namespace: "web", Name: "tcp-ingress", IP: "10.244.0.34",
+		Labels: map[string]string{"istio": "tcpgateway", v1alpha1.LabelEnvoyVersion: lib},
+		Ports:  []cluster.Port{{Name: "http", Port: 8080}, {Name: "tcp", Port: 9000}}})
+	toWeb := cluster.Route{Port: 8080, Protocol: "HTTP", To: web, ToPort: 8080}
+	if err := env.CreateGateway(ctx, "web", "tcp-ingress", "tcpgateway", toWeb, cluster.Route{Port: 9000, Protocol: "TCP", To: db, ToPort: 5432}); err != nil {
 		t.Fatal(err)
 	}
-	rel := release.Embedded().Default()
-	if err := env.CreateNamespace(ctx, "web", nil); err != nil {
+	if err := env.CreateGateway(ctx, "web", "ingress", "ingressgateway", toWeb); err != nil {
 		t.Fatal(err)
 	}
-	web, err := env.CreateWorkload(ctx, cluster.Workload{
-		Namespace: "web", Name: "web", IP: "10.244.0.31",
-		Labels: map[string]string{"app": "web", v1alpha1.LabelEnvoyVersion: rel.Envoy},
-		Ports:  []cluster.Port{{Name: "http", Port: 8080}},
-	})
-	if err != nil {
+	mode := v1alpha1.ModeLeanMesh
+	if err := layout.Apply(ctx, env.Client, layout.SidecarPolicy("web", "web", mode),
+		layout.GatewayPolicy("web", "ingressgateway", mode), layout.GatewayPolicy("web", "tcpgateway", mode)); err != nil {
 		t.Fatal(err)
 	}
-	ingress, err := env.CreateWorkload(ctx, cluster.Workload{
-		Namespace: "web", Name: "ingress", IP: "10.244.0.32",
-		Labels: map[string]string{"istio": "ingressgateway", v1alpha1.LabelEnvoyVersion: rel.Envoy},
-		Ports:  []cluster.Port{{Name: "http", Port: 8080}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := env.CreateWorkload(ctx, cluster.Workload{
-		Namespace: "web", Name: "db", IP: "10.244.0.33", Ports: []cluster.Port{{Name: "tcp-postgres", Port: 5432}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcpIngress, err := env.CreateWorkload(ctx, cluster.Workload{
-		Namespace: "web", Name: "tcp-ingress", IP: "10.244.0.34",
-		Labels: map[string]string{"istio": "tcpgateway", v1alpha1.LabelEnvoyVersion: rel.Envoy},
-		Ports:  []cluster.Port{{Name: "http", Port: 8080}, {Name: "tcp", Port: 9000}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range []map[string]any{
-		{"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": map[string]any{"name": "tcp-ingress", "namespace": "web"},
-			"spec": map[string]any{"selector": map[string]any{"istio": "tcpgateway"}, "servers": []any{
-				map[string]any{"port": map[string]any{"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": []any{"*"}},
-				map[string]any{"port": map[string]any{"number": 9000, "name": "tcp", "protocol": "TCP"}, "hosts": []any{"*"}},
-			}}},
-		{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": map[string]any{"name": "tcp-ingress", "namespace": "web"},
-			"spec": map[string]any{"hosts": []any{"*"}, "gateways": []any{"tcp-ingress"},
-				"http": []any{map[string]any{"route": []any{map[string]any{"destination": map[string]any{"host": web.Workload.Host(), "port": map[string]any{"number": 8080}}}}}},
-				"tcp":  []any{map[string]any{"match": []any{map[string]any{"port": 9000}}, "route": []any{map[string]any{"destination": map[string]any{"host": db.Workload.Host(), "port": map[string]any{"number": 5432}}}}}},
-			}},
-		{"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": map[string]any{"name": "ingress", "namespace": "web"},
-			"spec": map[string]any{"selector": map[string]any{"istio": "ingressgateway"}, "servers": []any{
-				map[string]any{"port": map[string]any{"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": []any{"*"}},
-			}}},
-		{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": map[string]any{"name": "ingress", "namespace": "web"},
-			"spec": map[string]any{"hosts": []any{"*"}, "gateways": []any{"ingress"},
-				"http": []any{map[string]any{"route": []any{map[string]any{"destination": map[string]any{"host": web.Workload.Host(), "port": map[string]any{"number": 8080}}}}}},
-			}},
-	} {
-		if err := env.Client.Create(ctx, &unstructured.Unstructured{Object: o}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, p := range []*v1alpha1.TelemetryPolicy{
-		{Spec: v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "web"}}}},
-		{Spec: v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"istio": "ingressgateway"}},
-			Contexts: []v1alpha1.TrafficContext{v1alpha1.ContextGateway}}},
-		{Spec: v1alpha1.TelemetryPolicySpec{Selector: v1alpha1.WorkloadSelector{MatchLabels: map[string]string{"istio": "tcpgateway"}},
-			Contexts: []v1alpha1.TrafficContext{v1alpha1.ContextGateway}}},
-	} {
-		p.Namespace, p.Name, p.Spec.Mode = "web", p.Spec.Selector.MatchLabels["app"]+p.Spec.Selector.MatchLabels["istio"], v1alpha1.ModeLeanMesh
-		out, err := render.Render(render.Input{Policy: p, RootNamespace: "istio-system", Matrix: release.Embedded()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range out.Objects {
-			u, err := render.Unstructured(o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(v1alpha1.FieldOwner), client.ForceOwnership); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	sc, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, cluster.SidecarFor(web))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	gwOpts := cluster.SidecarFor(ingress)
-	gwOpts.Router = true
-	gw, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, gwOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Close()
-	tcpOpts := cluster.SidecarFor(tcpIngress)
-	tcpOpts.Router = true
-	tcpGw, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, tcpOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tcpGw.Close()
+	sc := istiod.ConnectT(t, ctx, cluster.SidecarFor(web))
+	gw := istiod.ConnectT(t, ctx, cluster.GatewayFor(ingress))
+	tcpGw := istiod.ConnectT(t, ctx, cluster.GatewayFor(tcpIngress))
 
 	for _, proxy := range []struct {
 		name       string
@@ -180,7 +103,7 @@ func TestIstioBuildReporterOnIstiod(t *testing.T) {
 		var stats []string
 		for _, c := range rep.Chains {
 			for _, f := range append(append([]string{}, c.NetworkFilters...), c.HTTPFilters...) {
-				if f == layout.IstioStats {
+				if f == render.IstioStatsFilter {
 					stats = append(stats, c.String())
 				}
 			}
@@ -226,9 +149,9 @@ func istioBuildCarrier(l *listenerv3.Listener) (bool, error) {
 		names = append(names, f.GetName())
 	}
 	switch {
-	case slices.Equal(names, []string{layout.HCM}):
+	case slices.Equal(names, []string{wellknown.HTTPConnectionManager}):
 		return false, nil
-	case !slices.Equal(names, []string{layout.IstioStats, layout.HCM}):
+	case !slices.Equal(names, []string{render.IstioStatsFilter, wellknown.HTTPConnectionManager}):
 		return false, fmt.Errorf("%s filters %v", render.ExpositionListener, names)
 	}
 	cfg := &statsapi.PluginConfig{}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	"github.com/prometheus/common/model"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	corev1 "k8s.io/api/core/v1"
@@ -518,7 +520,7 @@ func renderedConfigs(t *testing.T, mode v1alpha1.Mode) modeConfigs {
 				c.exposition = pluginValue(t, v)
 				continue
 			}
-			if v["name"] != render.PluginHTTP {
+			if v["name"] != pluginconfig.PluginHTTP {
 				continue
 			}
 			switch cp.Match.Context.String() {
@@ -558,7 +560,7 @@ func loadConfig(t *testing.T, s *sidecar, value []byte) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := s.h.Config(render.PluginHTTP, a)
+	id, err := s.h.Config(pluginconfig.PluginHTTP, a)
 	if err != nil {
 		t.Fatal(err)
 	}

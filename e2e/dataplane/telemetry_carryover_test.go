@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	telemetryapi "istio.io/api/telemetry/v1alpha1"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
@@ -90,7 +92,7 @@ func renderedMetrics(t *testing.T, objs []client.Object) interface{} {
 		}
 		for _, cp := range ef.Spec.ConfigPatches {
 			v := cp.GetPatch().GetValue().AsMap()
-			if v["name"] != render.PluginHTTP {
+			if v["name"] != pluginconfig.PluginHTTP {
 				continue
 			}
 			tc, _ := v["typed_config"].(map[string]interface{})

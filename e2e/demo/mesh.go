@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -129,7 +131,7 @@ func (r *run) install() error {
 	err := r.waitFor("istiod serves leanmesh first and no istio.stats", time.Minute, func() error {
 		out, in := r.chains()
 		for _, c := range [][]string{out, in} {
-			if len(c) == 0 || c[0] != render.PluginHTTP || contains(c, "istio.stats") || contains(c, "istio.metadata_exchange") {
+			if len(c) == 0 || c[0] != pluginconfig.PluginHTTP || contains(c, "istio.stats") || contains(c, "istio.metadata_exchange") {
 				return fmt.Errorf("outbound %v inbound %v", out, in)
 			}
 		}
@@ -153,7 +155,7 @@ func (r *run) install() error {
 			ratingsIn = ch.HTTPFilters
 		}
 	}
-	if contains(ratingsIn, render.PluginHTTP) || !contains(ratingsIn, "istio.stats") {
+	if contains(ratingsIn, pluginconfig.PluginHTTP) || !contains(ratingsIn, "istio.stats") {
 		return fmt.Errorf("ratings (no library) was patched: %v", ratingsIn)
 	}
 	p := &v1alpha1.TelemetryPolicy{}
@@ -202,7 +204,7 @@ func (r *run) startHost(p *proxy) error {
 	// The served config names the labels file at its in-pod path; point it
 	// at this pod's copy (the only field the demo changes).
 	load := func(a *anypb.Any) (uint64, error) {
-		return h.Config(render.PluginHTTP, withLabelsPath(a, filepath.Join(dir, "labels")))
+		return h.Config(pluginconfig.PluginHTTP, withLabelsPath(a, filepath.Join(dir, "labels")))
 	}
 	out, err := layout.PluginConfig(s.HTTPFilterChains("0.0.0.0_9080"), "")
 	if err != nil {
@@ -222,7 +224,7 @@ func (r *run) startHost(p *proxy) error {
 	if p.cfgIn, err = load(in); err != nil {
 		return err
 	}
-	p.cfgEx, err = h.Config(render.PluginHTTP, ex)
+	p.cfgEx, err = h.Config(pluginconfig.PluginHTTP, ex)
 	return err
 }
 
@@ -334,19 +336,19 @@ func (r *run) abSwitch() error {
 		check func(out, in []string) error
 	}{
 		{v1alpha1.ModeIstio, func(out, in []string) error {
-			if contains(out, render.PluginHTTP) || contains(in, render.PluginHTTP) || !contains(out, "istio.stats") || !contains(in, "istio.metadata_exchange") {
+			if contains(out, pluginconfig.PluginHTTP) || contains(in, pluginconfig.PluginHTTP) || !contains(out, "istio.stats") || !contains(in, "istio.metadata_exchange") {
 				return fmt.Errorf("outbound %v inbound %v", out, in)
 			}
 			return nil
 		}},
 		{v1alpha1.ModeShadow, func(out, in []string) error {
-			if !contains(out, render.PluginHTTP) || !contains(out, "istio.stats") || len(in) == 0 || in[0] != render.PluginHTTP || !contains(in, "istio.stats") {
+			if !contains(out, pluginconfig.PluginHTTP) || !contains(out, "istio.stats") || len(in) == 0 || in[0] != pluginconfig.PluginHTTP || !contains(in, "istio.stats") {
 				return fmt.Errorf("outbound %v inbound %v", out, in)
 			}
 			return nil
 		}},
 		{v1alpha1.ModeLeanMesh, func(out, in []string) error {
-			if len(out) == 0 || out[0] != render.PluginHTTP || contains(out, "istio.stats") || contains(in, "istio.stats") {
+			if len(out) == 0 || out[0] != pluginconfig.PluginHTTP || contains(out, "istio.stats") || contains(in, "istio.stats") {
 				return fmt.Errorf("outbound %v inbound %v", out, in)
 			}
 			return nil

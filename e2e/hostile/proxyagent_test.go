@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	dto "github.com/prometheus/client_model/go"
@@ -214,7 +216,7 @@ func (a *proxyAgent) sync() error {
 					return err
 				}
 			}
-			id, err := a.h.Config(render.PluginHTTP, load)
+			id, err := a.h.Config(pluginconfig.PluginHTTP, load)
 			if err != nil {
 				return fmt.Errorf("%s %s: the library refused the config istiod served: %w", a.w.Name, slot, err)
 			}

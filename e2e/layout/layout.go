@@ -19,6 +19,10 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -30,14 +34,9 @@ import (
 	"github.com/leanmesh/leanmesh/e2e/cluster"
 )
 
-// Filter names as istiod writes them (pilot/pkg/xds/filters/filters.go:
-// StatsFilterName, MxFilterName; pkg/wellknown).
-const (
-	IstioStats = "istio.stats"
-	IstioMX    = "istio.metadata_exchange"
-	HCM        = "envoy.filters.network.http_connection_manager"
-	TCPProxy   = "envoy.filters.network.tcp_proxy"
-)
+// Filter names as istiod writes them: Istio's are render's
+// (IstioStatsFilter, IstioMXFilter), Envoy's go-control-plane's
+// pkg/wellknown.
 
 // Context is where a chain sits.
 type Context string
@@ -105,9 +104,9 @@ func chain(listener string, ctx Context, fc *listenerv3.FilterChain) (Chain, boo
 	for _, f := range fc.GetFilters() {
 		c.NetworkFilters = append(c.NetworkFilters, f.GetName())
 		switch f.GetName() {
-		case TCPProxy:
+		case wellknown.TCPProxy:
 			terminal = true
-		case HCM:
+		case wellknown.HTTPConnectionManager:
 			terminal, c.HTTP = true, true
 			hcm := &hcmv3.HttpConnectionManager{}
 			if err := proto.Unmarshal(f.GetTypedConfig().GetValue(), hcm); err == nil {
@@ -183,8 +182,8 @@ func Check(s cluster.Snapshot, gateway bool, mode v1alpha1.Mode, want Want) (Rep
 		for _, c := range r.Chains {
 			if c.Context == Inbound && c.Name == name && !c.HTTP {
 				found = true
-				if len(c.NetworkFilters) == 0 || c.NetworkFilters[0] != IstioMX {
-					errs = append(errs, fmt.Sprintf("inbound TCP chain %s does not start with %s: %v", name, IstioMX, c.NetworkFilters))
+				if len(c.NetworkFilters) == 0 || c.NetworkFilters[0] != render.IstioMXFilter {
+					errs = append(errs, fmt.Sprintf("inbound TCP chain %s does not start with %s: %v", name, render.IstioMXFilter, c.NetworkFilters))
 				}
 			}
 		}
@@ -202,8 +201,8 @@ func Check(s cluster.Snapshot, gateway bool, mode v1alpha1.Mode, want Want) (Rep
 		for _, f := range cl.GetFilters() {
 			names = append(names, f.GetName())
 		}
-		if !slices.Contains(names, IstioMX) {
-			errs = append(errs, fmt.Sprintf("cluster %s: upstream filters %v lack %s", name, names, IstioMX))
+		if !slices.Contains(names, render.IstioMXFilter) {
+			errs = append(errs, fmt.Sprintf("cluster %s: upstream filters %v lack %s", name, names, render.IstioMXFilter))
 			continue
 		}
 		r.ClustersCheck++
@@ -218,25 +217,25 @@ func Check(s cluster.Snapshot, gateway bool, mode v1alpha1.Mode, want Want) (Rep
 
 func checkHTTP(c Chain, mode v1alpha1.Mode) error {
 	f := c.HTTPFilters
-	lean := slices.Contains(f, render.PluginHTTP)
+	lean := slices.Contains(f, pluginconfig.PluginHTTP)
 	switch mode {
 	case v1alpha1.ModeLeanMesh:
-		if len(f) == 0 || f[0] != render.PluginHTTP {
-			return fmt.Errorf("HTTP chain does not start with %s", render.PluginHTTP)
+		if len(f) == 0 || f[0] != pluginconfig.PluginHTTP {
+			return fmt.Errorf("HTTP chain does not start with %s", pluginconfig.PluginHTTP)
 		}
-		if slices.Contains(f, IstioStats) || slices.Contains(f, IstioMX) {
+		if slices.Contains(f, render.IstioStatsFilter) || slices.Contains(f, render.IstioMXFilter) {
 			return fmt.Errorf("HTTP chain still runs Istio's HTTP stats or exchange")
 		}
 	case v1alpha1.ModeShadow:
-		if !lean || !slices.Contains(f, IstioStats) {
-			return fmt.Errorf("shadow HTTP chain needs both %s and %s", render.PluginHTTP, IstioStats)
+		if !lean || !slices.Contains(f, render.IstioStatsFilter) {
+			return fmt.Errorf("shadow HTTP chain needs both %s and %s", pluginconfig.PluginHTTP, render.IstioStatsFilter)
 		}
-		if c.Context != Gateway && !slices.Contains(f, IstioMX) {
+		if c.Context != Gateway && !slices.Contains(f, render.IstioMXFilter) {
 			return fmt.Errorf("shadow HTTP chain lost Istio's exchange")
 		}
 	default:
-		if lean || !slices.Contains(f, IstioStats) {
-			return fmt.Errorf("HTTP chain in Istio mode must have %s and no %s", IstioStats, render.PluginHTTP)
+		if lean || !slices.Contains(f, render.IstioStatsFilter) {
+			return fmt.Errorf("HTTP chain in Istio mode must have %s and no %s", render.IstioStatsFilter, pluginconfig.PluginHTTP)
 		}
 	}
 	return nil
@@ -245,12 +244,12 @@ func checkHTTP(c Chain, mode v1alpha1.Mode) error {
 // checkTCP: the same in every mode. leanmesh never touches a TCP chain.
 func checkTCP(c Chain) error {
 	f := c.NetworkFilters
-	if slices.Contains(f, render.PluginHTTP) || slices.Contains(f, render.PluginTCP) {
+	if slices.Contains(f, pluginconfig.PluginHTTP) || slices.Contains(f, pluginconfig.PluginTCP) {
 		return fmt.Errorf("TCP chain runs a leanmesh filter")
 	}
-	stats, proxy := slices.Index(f, IstioStats), slices.Index(f, TCPProxy)
+	stats, proxy := slices.Index(f, render.IstioStatsFilter), slices.Index(f, wellknown.TCPProxy)
 	if stats < 0 || stats > proxy {
-		return fmt.Errorf("TCP chain lacks %s before %s", IstioStats, TCPProxy)
+		return fmt.Errorf("TCP chain lacks %s before %s", render.IstioStatsFilter, wellknown.TCPProxy)
 	}
 	return nil
 }
@@ -266,7 +265,7 @@ func PluginConfig(chains []cluster.HTTPChain, chain string) (*anypb.Any, error) 
 			continue
 		}
 		for _, fc := range ch.Configs {
-			if fc.Name != render.PluginHTTP {
+			if fc.Name != pluginconfig.PluginHTTP {
 				continue
 			}
 			b := fc.Value
@@ -294,4 +293,4 @@ func PluginConfig(chains []cluster.HTTPChain, chain string) (*anypb.Any, error) 
 
 // ErrNoPlugin: the chains served carry no leanmesh HTTP filter (Istio mode,
 // or a proxy the policy does not select).
-var ErrNoPlugin = fmt.Errorf("no %s filter config", render.PluginHTTP)
+var ErrNoPlugin = fmt.Errorf("no %s filter config", pluginconfig.PluginHTTP)

@@ -26,6 +26,7 @@ import (
 	"github.com/leanmesh/leanmesh/controller/lazyxds/als"
 	"github.com/leanmesh/leanmesh/controller/lazyxds/seed"
 	"github.com/leanmesh/leanmesh/e2e/cluster"
+	"github.com/leanmesh/leanmesh/e2e/grpcserver"
 	lmprom "github.com/leanmesh/leanmesh/e2e/prometheus"
 )
 
@@ -90,20 +91,12 @@ func BenchmarkLazyXDSScale(b *testing.B) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	env := cluster.StartT(b, cluster.Options{})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
 	const namespaces = 10
-	for i := 0; i < namespaces; i++ {
-		if err := env.CreateNamespace(ctx, fmt.Sprintf("ns%d", i), nil); err != nil {
-			b.Fatal(err)
-		}
+	names := []string{"client"}
+	for i := range namespaces {
+		names = append(names, fmt.Sprintf("ns%d", i))
 	}
-	if err := env.CreateNamespace(ctx, "client", nil); err != nil {
-		b.Fatal(err)
-	}
+	env, istiod := cluster.StartIstiodT(b, ctx, cluster.Options{}, names...)
 	start := time.Now()
 	svcs := make([]cluster.Workload, n)
 	var wg sync.WaitGroup
@@ -235,14 +228,7 @@ func BenchmarkLazyXDSScale(b *testing.B) {
 	}
 	gs := grpc.NewServer()
 	srv.Register(gs)
-	served := make(chan error, 1)
-	go func() { served <- gs.Serve(lis) }()
-	defer func() {
-		gs.Stop()
-		if err := <-served; err != nil { // nil after Stop; an error means it never served
-			b.Errorf("ALS server: %v", err)
-		}
-	}()
+	grpcserver.Run(b, "ALS", gs, lis)
 	stopFlush := make(chan struct{})
 	flushDone := make(chan struct{})
 	go func() { // the controller's flush loop

@@ -2,6 +2,8 @@ package httpstats
 
 import (
 	"testing"
+
+	"github.com/leanmesh/leanmesh/filters/peer"
 )
 
 // BenchmarkFilterOutboundSteady: the filter's own Go work for one outbound
@@ -17,7 +19,7 @@ func BenchmarkFilterOutboundSteady(b *testing.B) {
 	resp := newHeaders(":status", "200")
 	b.ReportAllocs()
 	for b.Loop() {
-		resp.M[HeaderMX], resp.M[HeaderMXID] = w.reviewsMX.HeaderValue, reviewsID
+		resp.M[peer.HeaderMetadata], resp.M[peer.HeaderMetadataID] = w.reviewsMX.HeaderValue, reviewsID
 		run(Factory(cfg, s), req, resp, nil)
 	}
 }
@@ -38,7 +40,7 @@ func BenchmarkFilterInboundSteady(b *testing.B) {
 	resp := newHeaders(":status", "200")
 	b.ReportAllocs()
 	for b.Loop() {
-		req.M[HeaderMX], req.M[HeaderMXID] = client.HeaderValue, client.ID
+		req.M[peer.HeaderMetadata], req.M[peer.HeaderMetadataID] = client.HeaderValue, client.ID
 		run(Factory(cfg, s), req, resp, nil)
 	}
 }

@@ -20,9 +20,6 @@ import (
 	"github.com/leanmesh/leanmesh/filters/telemetry"
 )
 
-// PluginName is the name the HTTP filter registers under.
-const PluginName = "leanmesh"
-
 // Parser implements api.StreamFilterConfigParser.
 type Parser struct{}
 

@@ -7,14 +7,9 @@ import (
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 
 	"github.com/leanmesh/leanmesh/filters/panicsafe"
+	"github.com/leanmesh/leanmesh/filters/peer"
 	"github.com/leanmesh/leanmesh/filters/pluginconfig"
 	"github.com/leanmesh/leanmesh/filters/telemetry"
-)
-
-// Metadata-exchange headers, as Istio's peer_metadata filter names them.
-const (
-	HeaderMX   = "x-envoy-peer-metadata"
-	HeaderMXID = "x-envoy-peer-metadata-id"
 )
 
 // Factory implements api.StreamFilterFactory.
@@ -93,14 +88,14 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status a
 	}
 	switch f.cfg.c.Direction {
 	case pluginconfig.Inbound:
-		id, value := hs.get(HeaderMXID), hs.get(HeaderMX)
+		id, value := hs.get(peer.HeaderMetadataID), hs.get(peer.HeaderMetadata)
 		if value != "" || id != "" {
 			f.requestMXID, f.requestMXValue = id != "", value != ""
 			f.peer = f.lookupPeer(id, value)
 			if mode == pluginconfig.MXExchange {
 				// The app never sees the exchange.
-				Headers.Del(h, HeaderMX)
-				Headers.Del(h, HeaderMXID)
+				Headers.Del(h, peer.HeaderMetadata)
+				Headers.Del(h, peer.HeaderMetadataID)
 			}
 		}
 	default: // outbound and gateway: the client side toward the mesh
@@ -108,13 +103,13 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status a
 			break
 		}
 		if f.sendMX() && f.local.mx != nil {
-			Headers.Set(h, HeaderMX, f.local.mx.HeaderValue)
-			Headers.Set(h, HeaderMXID, f.local.mx.ID)
-		} else if hs.get(HeaderMX) != "" || hs.get(HeaderMXID) != "" {
+			Headers.Set(h, peer.HeaderMetadata, f.local.mx.HeaderValue)
+			Headers.Set(h, peer.HeaderMetadataID, f.local.mx.ID)
+		} else if hs.get(peer.HeaderMetadata) != "" || hs.get(peer.HeaderMetadataID) != "" {
 			// Never forward an app's (or an external client's) MX headers
 			// toward a non-mesh destination.
-			Headers.Del(h, HeaderMX)
-			Headers.Del(h, HeaderMXID)
+			Headers.Del(h, peer.HeaderMetadata)
+			Headers.Del(h, peer.HeaderMetadataID)
 		}
 	}
 	return api.Continue
@@ -186,10 +181,10 @@ func (f *filter) EncodeHeaders(h api.ResponseHeaderMap, endStream bool) (status 
 	case pluginconfig.Inbound:
 		if mode == pluginconfig.MXExchange && f.local != nil && f.local.mx != nil {
 			if f.requestMXValue {
-				Headers.Set(h, HeaderMX, f.local.mx.HeaderValue)
+				Headers.Set(h, peer.HeaderMetadata, f.local.mx.HeaderValue)
 			}
 			if f.requestMXID {
-				Headers.Set(h, HeaderMXID, f.local.mx.ID)
+				Headers.Set(h, peer.HeaderMetadataID, f.local.mx.ID)
 			}
 		}
 	default:
@@ -208,13 +203,13 @@ func (f *filter) EncodeHeaders(h api.ResponseHeaderMap, endStream bool) (status 
 				}
 			}
 		}
-		id, value := hs.get(HeaderMXID), hs.get(HeaderMX)
+		id, value := hs.get(peer.HeaderMetadataID), hs.get(peer.HeaderMetadata)
 		if value != "" || id != "" {
 			f.peer = f.lookupPeer(id, value)
 			if mode == pluginconfig.MXExchange {
 				// Strip before the app (or, on a gateway, the external client) sees it.
-				Headers.Del(h, HeaderMX)
-				Headers.Del(h, HeaderMXID)
+				Headers.Del(h, peer.HeaderMetadata)
+				Headers.Del(h, peer.HeaderMetadataID)
 			}
 		}
 	}

@@ -144,18 +144,18 @@ func TestOutboundInMeshExchangesAndRecords(t *testing.T) {
 	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, clusterMeta(t, map[string]interface{}{
 		"services": []interface{}{map[string]interface{}{"host": reviewsHost, "name": "reviews", "namespace": "default"}}}))
 	f := Factory(cfg, s)
-	req := newHeaders(":authority", "reviews:9080", ":path", "/reviews/1", HeaderMX, "forged-by-app")
+	req := newHeaders(":authority", "reviews:9080", ":path", "/reviews/1", peer.HeaderMetadata, "forged-by-app")
 	f.DecodeHeaders(req, true)
 	local := cfg.local.Load()
-	if req.M[HeaderMX] != local.mx.HeaderValue || req.M[HeaderMXID] != productpageID {
-		t.Fatalf("request MX headers = %q / %q", req.M[HeaderMX], req.M[HeaderMXID])
+	if req.M[peer.HeaderMetadata] != local.mx.HeaderValue || req.M[peer.HeaderMetadataID] != productpageID {
+		t.Fatalf("request MX headers = %q / %q", req.M[peer.HeaderMetadata], req.M[peer.HeaderMetadataID])
 	}
-	resp := newHeaders(":status", "200", HeaderMX, w.reviewsMX.HeaderValue, HeaderMXID, reviewsID)
+	resp := newHeaders(":status", "200", peer.HeaderMetadata, w.reviewsMX.HeaderValue, peer.HeaderMetadataID, reviewsID)
 	f.EncodeHeaders(resp, true)
-	if _, ok := resp.M[HeaderMX]; ok {
+	if _, ok := resp.M[peer.HeaderMetadata]; ok {
 		t.Fatal("response MX header must be stripped before the app")
 	}
-	if _, ok := resp.M[HeaderMXID]; ok {
+	if _, ok := resp.M[peer.HeaderMetadataID]; ok {
 		t.Fatal("response MX id header must be stripped before the app")
 	}
 	f.OnLog(req, nil, resp, nil)
@@ -211,13 +211,13 @@ func TestOutboundNonMeshGetsNoMX(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := newConfig(t, `{"direction":"outbound","metadata_exchange":{"send_to":"`+c.policy+`"}}`)
 			s := outboundStream(t, w, c.cluster, c.meta)
-			req := newHeaders(":authority", "x", HeaderMX, "from-app", HeaderMXID, "app-id")
+			req := newHeaders(":authority", "x", peer.HeaderMetadata, "from-app", peer.HeaderMetadataID, "app-id")
 			Factory(cfg, s).DecodeHeaders(req, true)
-			_, sent := req.M[HeaderMX]
+			_, sent := req.M[peer.HeaderMetadata]
 			if sent != c.send {
 				t.Fatalf("MX sent = %v, want %v (headers %v)", sent, c.send, req.M)
 			}
-			if !c.send && (req.M[HeaderMXID] != "") {
+			if !c.send && (req.M[peer.HeaderMetadataID] != "") {
 				t.Fatalf("app's MX id must not leak: %v", req.M)
 			}
 		})
@@ -239,14 +239,14 @@ func TestInboundReadsStripsAndEchoes(t *testing.T) {
 	}
 	s := newStream()
 	f := Factory(cfg, s)
-	req := newHeaders(":authority", "reviews:9080", HeaderMX, client.HeaderValue, HeaderMXID, client.ID)
+	req := newHeaders(":authority", "reviews:9080", peer.HeaderMetadata, client.HeaderValue, peer.HeaderMetadataID, client.ID)
 	f.DecodeHeaders(req, true)
-	if _, ok := req.M[HeaderMX]; ok {
+	if _, ok := req.M[peer.HeaderMetadata]; ok {
 		t.Fatal("the app must never see MX headers")
 	}
 	resp := newHeaders(":status", "200")
 	f.EncodeHeaders(resp, true)
-	if resp.M[HeaderMXID] != reviewsID || resp.M[HeaderMX] == "" {
+	if resp.M[peer.HeaderMetadataID] != reviewsID || resp.M[peer.HeaderMetadata] == "" {
 		t.Fatalf("server must echo its MX when the request carried it: %v", resp.M)
 	}
 	f.OnLog(req, nil, resp, nil)
@@ -264,7 +264,7 @@ func TestInboundReadsStripsAndEchoes(t *testing.T) {
 	resp2 := newHeaders(":status", "200")
 	f2.DecodeHeaders(newHeaders(":authority", "reviews:9080"), true)
 	f2.EncodeHeaders(resp2, true)
-	if _, ok := resp2.M[HeaderMX]; ok {
+	if _, ok := resp2.M[peer.HeaderMetadata]; ok {
 		t.Fatal("must not echo MX to a client that sent none")
 	}
 	// Only the id on the request: only our id back, as Istio's
@@ -272,9 +272,9 @@ func TestInboundReadsStripsAndEchoes(t *testing.T) {
 	s3 := newStream()
 	f3 := Factory(cfg, s3)
 	resp3 := newHeaders(":status", "200")
-	f3.DecodeHeaders(newHeaders(":authority", "reviews:9080", HeaderMXID, client.ID), true)
+	f3.DecodeHeaders(newHeaders(":authority", "reviews:9080", peer.HeaderMetadataID, client.ID), true)
 	f3.EncodeHeaders(resp3, true)
-	if _, ok := resp3.M[HeaderMX]; ok || resp3.M[HeaderMXID] != reviewsID {
+	if _, ok := resp3.M[peer.HeaderMetadata]; ok || resp3.M[peer.HeaderMetadataID] != reviewsID {
 		t.Fatalf("id-only request: echoed %v, want the id alone", resp3.M)
 	}
 }
@@ -286,11 +286,11 @@ func TestMalformedPeerHeaderIgnoredAndCounted(t *testing.T) {
 	for _, bad := range []string{"!!!not-base64!!!", "aGVsbG8=", strings.Repeat("A", 100000)} {
 		s := &stream{Code: 200, HasCode: true, Props: map[string]string{"xds.node": nodeBytes(t, reviewsID, w.reviews)}}
 		f := Factory(cfg, s)
-		req := newHeaders(HeaderMX, bad, HeaderMXID, "bad-peer")
+		req := newHeaders(peer.HeaderMetadata, bad, peer.HeaderMetadataID, "bad-peer")
 		if st := f.DecodeHeaders(req, true); st != api.Continue {
 			t.Fatalf("status %v", st)
 		}
-		if _, ok := req.M[HeaderMX]; ok {
+		if _, ok := req.M[peer.HeaderMetadata]; ok {
 			t.Fatal("malformed header must still be stripped")
 		}
 		f.OnLog(req, nil, newHeaders(), nil)
@@ -450,11 +450,11 @@ func TestObserveModeOnlyReads(t *testing.T) {
 	in := newConfig(t, `{"direction":"inbound","metadata_exchange":{"mode":"observe"}}`)
 	s := &stream{Code: 200, HasCode: true, Props: map[string]string{"xds.node": nodeBytes(t, reviewsID, w.reviews)}}
 	f := Factory(in, s)
-	req := newHeaders(HeaderMX, client.HeaderValue, HeaderMXID, client.ID)
+	req := newHeaders(peer.HeaderMetadata, client.HeaderValue, peer.HeaderMetadataID, client.ID)
 	f.DecodeHeaders(req, true)
 	resp := newHeaders()
 	f.EncodeHeaders(resp, true)
-	if req.M[HeaderMX] == "" || resp.M[HeaderMX] != "" {
+	if req.M[peer.HeaderMetadata] == "" || resp.M[peer.HeaderMetadata] != "" {
 		t.Fatalf("observe must neither strip nor echo: req %v resp %v", req.M, resp.M)
 	}
 	f.OnLog(req, nil, resp, nil)
@@ -470,9 +470,9 @@ func TestObserveModeOnlyReads(t *testing.T) {
 	if len(oreq.M) != 0 {
 		t.Fatalf("observe must not add headers: %v", oreq.M)
 	}
-	oresp := newHeaders(HeaderMX, w.reviewsMX.HeaderValue, HeaderMXID, reviewsID)
+	oresp := newHeaders(peer.HeaderMetadata, w.reviewsMX.HeaderValue, peer.HeaderMetadataID, reviewsID)
 	fo.EncodeHeaders(oresp, true)
-	if oresp.M[HeaderMX] == "" {
+	if oresp.M[peer.HeaderMetadata] == "" {
 		t.Fatal("observe must not strip")
 	}
 	fo.OnLog(oreq, nil, oresp, nil)
@@ -486,9 +486,9 @@ func TestOffModeTouchesNothing(t *testing.T) {
 	cfg := newConfig(t, `{"direction":"inbound","metadata_exchange":{"mode":"off"}}`)
 	client, _ := peer.NewLocal(productpageID, w.productpage, peer.EncodeOptions{})
 	s := &stream{Code: 200, HasCode: true, Props: map[string]string{"xds.node": nodeBytes(t, reviewsID, w.reviews)}}
-	req := newHeaders(HeaderMX, client.HeaderValue, HeaderMXID, client.ID)
+	req := newHeaders(peer.HeaderMetadata, client.HeaderValue, peer.HeaderMetadataID, client.ID)
 	run(Factory(cfg, s), req, newHeaders(), nil)
-	if req.M[HeaderMX] == "" {
+	if req.M[peer.HeaderMetadata] == "" {
 		t.Fatal("off must not strip")
 	}
 	if ls, _ := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total"); ls["source_workload"] != "unknown" {
@@ -514,8 +514,8 @@ func TestLocalIdentityFromEnvironment(t *testing.T) {
 	delete(s.Props, "xds.node") // as real Envoy v1.39 answers: not found
 	req := newHeaders(":authority", "reviews:9080")
 	run(Factory(cfg, s), req, newHeaders(), nil)
-	if req.M[HeaderMXID] != productpageID {
-		t.Errorf("node id from env = %q, want %q", req.M[HeaderMXID], productpageID)
+	if req.M[peer.HeaderMetadataID] != productpageID {
+		t.Errorf("node id from env = %q, want %q", req.M[peer.HeaderMetadataID], productpageID)
 	}
 	fams := scrape(t, cfg.Registry())
 	ls, _ := onlySeries(t, fams, "istio_requests_total")

@@ -19,6 +19,13 @@ import (
 	"github.com/leanmesh/leanmesh/filters/telemetry"
 )
 
+// The names the library's filters register under (filters/cmd/leanmesh) and
+// the controller's EnvoyFilters ask for (controller/render).
+const (
+	PluginHTTP = "leanmesh"
+	PluginTCP  = "leanmesh-tcp"
+)
+
 // Direction is where the filter sits.
 type Direction string
 
@@ -156,8 +163,11 @@ const (
 	DefaultExpositionPath       = "/stats/prometheus"
 	DefaultTCPReportingDuration = 5 * time.Second
 	MaxPeerCacheSize            = 100000
-	DefaultNativeSchema         = 3
-	MinStatsEvictionInterval    = time.Second
+	// MaxHistogramBuckets equals the CRD's maxItems for
+	// spec.histogramBuckets (compared by the same test).
+	MaxHistogramBuckets      = 64
+	DefaultNativeSchema      = 3
+	MinStatsEvictionInterval = time.Second
 )
 
 // Compiled is a validated Config with derived values.
@@ -263,8 +273,8 @@ func Compile(c Config) (*Compiled, error) {
 			return nil, fmt.Errorf("plugin_config: field \"histogram_buckets[%d]\": bounds must increase", i)
 		}
 	}
-	if len(c.HistogramBuckets) > 64 {
-		return nil, fmt.Errorf("plugin_config: field \"histogram_buckets\": at most 64 bounds")
+	if len(c.HistogramBuckets) > MaxHistogramBuckets {
+		return nil, fmt.Errorf("plugin_config: field \"histogram_buckets\": at most %d bounds", MaxHistogramBuckets)
 	}
 	if p := c.MetricPrefix; p != "" && !validMetricPrefix(p) {
 		return nil, fmt.Errorf("plugin_config: field \"metric_prefix\": %q is not a Prometheus metric name prefix ([a-zA-Z_][a-zA-Z0-9_]*)", p)

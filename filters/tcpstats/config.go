@@ -56,9 +56,6 @@ import (
 	"github.com/leanmesh/leanmesh/filters/workloads"
 )
 
-// PluginName is the name the network filter registers under.
-const PluginName = "leanmesh-tcp"
-
 // Parser is the process's one network-filter config parser. ParseConfig
 // cannot return an error: a bad config yields a pass-through Config, counted
 // in leanmesh_config_rejected_total and logged once.
@@ -79,7 +76,7 @@ func (Parser) ParseConfig(a *anypb.Any) (out interface{}) {
 }
 
 // Factory implements the SDK's ConfigFactory; register it with
-// network.RegisterNetworkFilterConfigFactory(PluginName, Factory{}).
+// network.RegisterNetworkFilterConfigFactory(pluginconfig.PluginTCP, Factory{}).
 type Factory struct{}
 
 // CreateFactoryFromConfig runs on every new connection (the SDK does not

@@ -1,6 +1,7 @@
 package v1alpha1_test
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+	"github.com/leanmesh/leanmesh/filters/telemetry"
 )
 
 // TestCRDBoundsMatchParser: the bounds the apiserver enforces (kubebuilder
@@ -32,19 +34,42 @@ func TestCRDBoundsMatchParser(t *testing.T) {
 		}
 		return s
 	}
+	num := func(v float64) *float64 { return &v }
+	count := func(v int64) *int64 { return &v }
 	cases := []struct {
 		path     string
-		min, max float64
+		min, max *float64 // nil: no bound
+		maxItems *int64
 	}{
-		{"metadataExchange.peerCacheSize", 1, pluginconfig.MaxPeerCacheSize},
+		{path: "metadataExchange.peerCacheSize", min: num(1), max: num(pluginconfig.MaxPeerCacheSize)},
+		{path: "nativeHistograms.schema", min: num(telemetry.MinNativeSchema), max: num(telemetry.MaxNativeSchema)},
+		{path: "histogramBuckets", maxItems: count(pluginconfig.MaxHistogramBuckets)},
+		{path: "maxSeries", min: num(0)}, // 0: no limit
+	}
+	str := func(v any) string {
+		switch p := v.(type) {
+		case *float64:
+			if p != nil {
+				return fmt.Sprint(*p)
+			}
+		case *int64:
+			if p != nil {
+				return fmt.Sprint(*p)
+			}
+		}
+		return "none"
 	}
 	for _, c := range cases {
 		t.Run(c.path, func(t *testing.T) {
 			p := prop(c.path)
-			if p.Minimum == nil || p.Maximum == nil || *p.Minimum != c.min || *p.Maximum != c.max {
-				t.Fatalf("CRD bounds %v..%v, parser %v..%v", p.Minimum, p.Maximum, c.min, c.max)
+			if str(p.Minimum) != str(c.min) || str(p.Maximum) != str(c.max) || str(p.MaxItems) != str(c.maxItems) {
+				t.Fatalf("CRD bounds min %s max %s maxItems %s; parser min %s max %s maxItems %s",
+					str(p.Minimum), str(p.Maximum), str(p.MaxItems), str(c.min), str(c.max), str(c.maxItems))
 			}
 		})
+	}
+	if d := prop("nativeHistograms.schema").Default; d == nil || string(d.Raw) != fmt.Sprint(pluginconfig.DefaultNativeSchema) {
+		t.Errorf("the CRD's default native schema is %v; the parser's is %d", d, pluginconfig.DefaultNativeSchema)
 	}
 	if !strings.Contains(prop("metadataExchange.peerCacheSize").Description, "default 500") || pluginconfig.DefaultPeerCacheSize != 500 {
 		t.Errorf("the CRD documents the default peer cache size as 500; the parser's is %d", pluginconfig.DefaultPeerCacheSize)

@@ -15,6 +15,10 @@ import (
 	"github.com/leanmesh/leanmesh/e2e/cluster"
 )
 
+// withCRDs starts the control plane with leanmesh's CRDs and types (this
+// package's tests on a real apiserver).
+var withCRDs = cluster.Options{CRDPaths: []string{"../../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme}
+
 // TestAnalyzeOnIstiod runs `leanmesh analyze`'s code against a real
 // apiserver and istiod: a mesh-wide LeanMesh policy, a workload opted out,
 // two same-scope policies in conflict, a pod without the library and one
@@ -22,14 +26,7 @@ import (
 func TestAnalyzeOnIstiod(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := env.CreateNamespace(ctx, "shop", nil); err != nil {
-		t.Fatal(err)
-	}
+	env, istiod := cluster.StartIstiodT(t, ctx, withCRDs, "shop")
 	rel := release.Embedded().Default()
 	for i, w := range []struct {
 		app, lib, version string
@@ -38,18 +35,10 @@ func TestAnalyzeOnIstiod(t *testing.T) {
 		if w.lib != "" {
 			labels[v1alpha1.LabelEnvoyVersion] = w.lib
 		}
-		wl, err := env.CreateWorkload(ctx, cluster.Workload{Namespace: "shop", Name: w.app, IP: "10.244.7." + string(rune('1'+i)),
-			Labels: labels, Ports: []cluster.Port{{Name: "http", Port: 8080}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts := cluster.SidecarFor(wl)
+		opts := cluster.SidecarFor(env.WorkloadT(t, ctx, cluster.Workload{Namespace: "shop", Name: w.app, IP: "10.244.7." + string(rune('1'+i)),
+			Labels: labels, Ports: []cluster.Port{{Name: "http", Port: 8080}}}))
 		opts.IstioVersion = w.version
-		sc, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { sc.Close() })
+		sc := istiod.ConnectT(t, ctx, opts)
 		if _, err := sc.WaitFor(ctx, func(s cluster.Snapshot) bool { return s.Has(cluster.TypeListener, "virtualInbound") }); err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
@@ -24,7 +26,6 @@ import (
 	"github.com/leanmesh/leanmesh/controller/api/v1alpha1"
 	"github.com/leanmesh/leanmesh/controller/install"
 	"github.com/leanmesh/leanmesh/controller/release"
-	"github.com/leanmesh/leanmesh/controller/render"
 	"github.com/leanmesh/leanmesh/e2e/cluster"
 )
 
@@ -42,17 +43,8 @@ import (
 func TestUninstallOnIstiod(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	env := cluster.StartT(t, cluster.Options{CRDPaths: []string{"../../../config/crd/bases"}, Scheme: v1alpha1.AddToScheme})
-	istiod, err := env.StartIstiod(ctx, cluster.IstiodOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const root, ns, depName = "istio-system", "leanmesh-system", "leanmesh-controller"
-	for _, n := range []string{ns, "shop"} {
-		if err := env.CreateNamespace(ctx, n, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	env, istiod := cluster.StartIstiodT(t, ctx, withCRDs, ns, "shop")
 	rel := release.Embedded().Default()
 
 	// The controller, as the Deployment's pod would run it.
@@ -128,7 +120,7 @@ func TestUninstallOnIstiod(t *testing.T) {
 			for _, ch := range cluster.HTTPFilterChains(l) {
 				n := 0
 				for _, f := range ch.HTTPFilters {
-					if f == render.PluginHTTP {
+					if f == pluginconfig.PluginHTTP {
 						n++
 					}
 				}
@@ -142,11 +134,7 @@ func TestUninstallOnIstiod(t *testing.T) {
 		}
 		return ""
 	}
-	sc, err := cluster.ConnectSidecar(ctx, istiod.XDSAddr, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
+	sc := istiod.ConnectT(t, ctx, opts)
 	inbound := func(s cluster.Snapshot) []string {
 		for _, ch := range s.HTTPFilterChains("virtualInbound") {
 			if ch.ChainName == "0.0.0.0_8080" {
@@ -187,7 +175,7 @@ func TestUninstallOnIstiod(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	waitLDS("Shadow before uninstall", func(in []string) bool {
-		return len(in) > 1 && in[0] == render.PluginHTTP && slices.Contains(in, "istio.stats")
+		return len(in) > 1 && in[0] == pluginconfig.PluginHTTP && slices.Contains(in, "istio.stats")
 	})
 	managed := func() []string {
 		var out []string
@@ -247,14 +235,14 @@ func TestUninstallOnIstiod(t *testing.T) {
 		t.Fatalf("left after uninstall: %v", left)
 	}
 	waitLDS("Istio's telemetry after uninstall", func(in []string) bool {
-		return len(in) > 0 && !slices.Contains(in, render.PluginHTTP) && slices.Contains(in, "istio.stats") && slices.Contains(in, "istio.metadata_exchange")
+		return len(in) > 0 && !slices.Contains(in, pluginconfig.PluginHTTP) && slices.Contains(in, "istio.stats") && slices.Contains(in, "istio.metadata_exchange")
 	})
 	// Nothing re-applies them (the policies are still there, the controller is not).
 	time.Sleep(2 * time.Second)
 	if left := managed(); len(left) > 0 {
 		t.Fatalf("re-applied after uninstall: %v", left)
 	}
-	if s := inbound(sc.Snapshot()); slices.Contains(s, render.PluginHTTP) {
+	if s := inbound(sc.Snapshot()); slices.Contains(s, pluginconfig.PluginHTTP) {
 		t.Fatalf("leanmesh back on the sidecar: %v", s)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/leanmesh/leanmesh/filters/peer"
 )
 
 // fields is what lazyxds needs from one HTTPAccessLogEntry. Both the typed
@@ -31,7 +33,11 @@ func typedFields(e *accesslogdatav3.HTTPAccessLogEntry) fields {
 		cluster:    cp.GetUpstreamCluster(),
 		authority:  e.GetRequest().GetAuthority(),
 	}
-	f.peerID = e.GetRequest().GetRequestHeaders()[PeerMetadataIDHeader]
+	// Istio sidecars add the exchange's id header to mesh requests
+	// ("sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>") and the egress's access
+	// logger logs it, so a caller is known even when the downstream address
+	// is not its pod IP.
+	f.peerID = e.GetRequest().GetRequestHeaders()[peer.HeaderMetadataID]
 	return f
 }
 
@@ -192,7 +198,7 @@ func decodeEntry(b []byte, in *interner) (fields, error) {
 					}); err != nil {
 						return err
 					}
-					if string(key) == PeerMetadataIDHeader {
+					if string(key) == peer.HeaderMetadataID {
 						f.peerID = in.str(val)
 					}
 				}

@@ -6,6 +6,8 @@ import (
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/leanmesh/leanmesh/filters/peer"
 )
 
 func marshalEntries(t testing.TB, entries ...*accesslogdatav3.HTTPAccessLogEntry) ([]byte, error) {
@@ -20,9 +22,9 @@ func FuzzDecodeMatchesTyped(f *testing.F) {
 	f.Add("10.0.0.1", "outbound|9080|v1|reviews.bookinfo.svc.cluster.local", "reviews:9080", "sidecar~10.0.0.1~p.ns~ns.svc.cluster.local", false)
 	f.Add("", "", "", "", true)
 	f.Add("::ffff:10.0.0.1", "PassthroughCluster", "[fd00::1]:80", "", false)
-	f.Fuzz(func(t *testing.T, caller, cluster, authority, peer string, noCommon bool) {
+	f.Fuzz(func(t *testing.T, caller, cluster, authority, peerID string, noCommon bool) {
 		e := entry(caller, cluster, authority)
-		e.Request.RequestHeaders = map[string]string{"x-other": peer, PeerMetadataIDHeader: peer}
+		e.Request.RequestHeaders = map[string]string{"x-other": peerID, peer.HeaderMetadataID: peerID}
 		if noCommon {
 			e.CommonProperties = nil
 		}

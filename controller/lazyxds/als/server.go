@@ -27,12 +27,6 @@ import (
 	"github.com/leanmesh/leanmesh/controller/lazyxds"
 )
 
-// PeerMetadataIDHeader is the metadata-exchange header Istio sidecars add to
-// mesh requests ("sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>"). The egress's
-// access logger is configured to log it, so a caller can be identified even
-// when the downstream address is not its pod IP.
-const PeerMetadataIDHeader = "x-envoy-peer-metadata-id"
-
 // Recorder is the part of lazyxds.Graph the server needs.
 type Recorder interface {
 	Record(batch []lazyxds.Observation) lazyxds.RecordResult

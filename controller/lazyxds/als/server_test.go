@@ -21,6 +21,7 @@ import (
 
 	"github.com/leanmesh/leanmesh/controller/lazyxds"
 	"github.com/leanmesh/leanmesh/e2e/grpcserver"
+	"github.com/leanmesh/leanmesh/filters/peer"
 )
 
 // egressNode is how the lazy egress identifies itself in the first message.
@@ -68,7 +69,7 @@ func entry(caller, cluster, authority string) *accesslogdatav3.HTTPAccessLogEntr
 			UserAgent:           "python-requests/2.31.0",
 			RequestId:           "2d0c5a5e-8a9b-4f7e-9d7a-0123456789ab",
 			RequestHeadersBytes: 412,
-			RequestHeaders:      map[string]string{PeerMetadataIDHeader: "sidecar~" + caller + "~productpage-v1-abc.bookinfo~bookinfo.svc.cluster.local"},
+			RequestHeaders:      map[string]string{peer.HeaderMetadataID: "sidecar~" + caller + "~productpage-v1-abc.bookinfo~bookinfo.svc.cluster.local"},
 		},
 		Response: &accesslogdatav3.HTTPResponseProperties{
 			ResponseCode:         wrapperspb.UInt32(200),

@@ -7,13 +7,15 @@ import (
 	"github.com/envoyproxy/envoy/contrib/golang/filters/http/source/go/pkg/http"
 	"github.com/envoyproxy/envoy/contrib/golang/filters/network/source/go/pkg/network"
 
+	"github.com/leanmesh/leanmesh/filters/pluginconfig"
+
 	"github.com/leanmesh/leanmesh/filters/httpstats"
 	"github.com/leanmesh/leanmesh/filters/tcpstats"
 )
 
 func init() {
-	http.RegisterHttpFilterFactoryAndConfigParser(httpstats.PluginName, httpstats.Factory, httpstats.Parser{})
-	network.RegisterNetworkFilterConfigFactory(tcpstats.PluginName, tcpFactory{})
+	http.RegisterHttpFilterFactoryAndConfigParser(pluginconfig.PluginHTTP, httpstats.Factory, httpstats.Parser{})
+	network.RegisterNetworkFilterConfigFactory(pluginconfig.PluginTCP, tcpFactory{})
 	// The SDK has one parser for all network plugins; leanmesh-tcp is ours only.
 	network.RegisterNetworkFilterConfigParser(tcpstats.Parser{})
 }
