@@ -2,26 +2,19 @@ package cluster
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	"net/url"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
-	securityapi "istio.io/api/security/v1alpha1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/leanmesh/leanmesh/controller/lazyxds/als"
 )
 
 // WorkloadCertificate gets a workload certificate for namespace/serviceAccount
@@ -48,15 +41,6 @@ func (i *Istiod) WorkloadCertificate(ctx context.Context, e *Env, namespace, ser
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("token for %s/%s: %w", namespace, serviceAccount, err)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	id, _ := url.Parse(fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/%s", namespace, serviceAccount))
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{id}}, key)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
 	// istiod's serving certificate is signed by the same CA; the client side
 	// of this helper only needs the response.
 	conn, err := grpc.NewClient(i.SecureXDSAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})))
@@ -66,28 +50,10 @@ func (i *Istiod) WorkloadCertificate(ctx context.Context, e *Env, namespace, ser
 	defer conn.Close()
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cctx = metadata.AppendToOutgoingContext(cctx, "authorization", "Bearer "+tr.Status.Token, "ClusterID", "Kubernetes")
-	resp, err := securityapi.NewIstioCertificateServiceClient(conn).CreateCertificate(cctx, &securityapi.IstioCertificateRequest{
-		Csr:              string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
-		ValidityDuration: 3600,
-	})
+	id := fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/%s", namespace, serviceAccount)
+	cert, root, err := als.RequestCertificate(cctx, conn, tr.Status.Token, id, ClusterID, time.Hour)
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("istiod CSR for %s: %w", id, err)
 	}
-	chain := resp.GetCertChain()
-	if len(chain) < 2 {
-		return tls.Certificate{}, nil, errors.New("istiod returned no chain")
-	}
-	var out tls.Certificate
-	for _, c := range chain[:len(chain)-1] {
-		for rest := []byte(c); ; {
-			var b *pem.Block
-			if b, rest = pem.Decode(rest); b == nil {
-				break
-			}
-			out.Certificate = append(out.Certificate, b.Bytes)
-		}
-	}
-	out.PrivateKey = key
-	return out, []byte(chain[len(chain)-1]), nil
+	return *cert, root, nil
 }

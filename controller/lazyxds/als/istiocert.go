@@ -114,40 +114,57 @@ func (c *IstioCert) fetch(ctx context.Context) (*tls.Certificate, time.Time, tim
 			return nil, zero, zero, fmt.Errorf("CA address %q: %w", c.CAAddress, err)
 		}
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, zero, zero, err
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{id}}, key)
-	if err != nil {
-		return nil, zero, zero, err
-	}
 	conn, err := grpc.NewClient(c.CAAddress, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName})))
 	if err != nil {
 		return nil, zero, zero, err
 	}
 	defer conn.Close()
-	cluster := c.ClusterID
-	if cluster == "" {
-		cluster = "Kubernetes"
-	}
 	validity := c.Validity
 	if validity <= 0 {
 		validity = 24 * time.Hour
 	}
-	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+strings.TrimSpace(string(token)), "ClusterID", cluster)
+	out, _, err := RequestCertificate(ctx, conn, strings.TrimSpace(string(token)), c.Identity, c.ClusterID, validity)
+	if err != nil {
+		return nil, zero, zero, fmt.Errorf("CSR for %s at %s: %w", c.Identity, c.CAAddress, err)
+	}
+	return out, out.Leaf.NotBefore, out.Leaf.NotAfter, nil
+}
+
+// RequestCertificate asks Istio's CA over conn for a certificate for
+// identity (a SPIFFE ID), as istio-agent does: a fresh P-256 key, a CSR
+// carrying the URI, the istio-ca token as bearer and the cluster id
+// ("Kubernetes" when empty) as metadata. It returns the key pair (leaf and
+// intermediates, Leaf parsed and checked to carry exactly identity) and
+// the root the CA ended its chain with, PEM-encoded.
+func RequestCertificate(ctx context.Context, conn grpc.ClientConnInterface, token, identity, clusterID string, validity time.Duration) (*tls.Certificate, []byte, error) {
+	id, err := url.Parse(identity)
+	if err != nil || id.Scheme != "spiffe" {
+		return nil, nil, fmt.Errorf("identity %q is not a SPIFFE ID", identity)
+	}
+	if clusterID == "" {
+		clusterID = "Kubernetes"
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{id}}, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token, "ClusterID", clusterID)
 	resp, err := securityapi.NewIstioCertificateServiceClient(conn).CreateCertificate(ctx, &securityapi.IstioCertificateRequest{
 		Csr:              string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
 		ValidityDuration: int64(validity.Seconds()),
 	})
 	if err != nil {
-		return nil, zero, zero, fmt.Errorf("CSR for %s at %s: %w", c.Identity, c.CAAddress, err)
+		return nil, nil, err
 	}
 	// The chain ends with the root; the leaf and intermediates are served.
 	chain := resp.GetCertChain()
 	if len(chain) < 2 {
-		return nil, zero, zero, errors.New("the Istio CA returned no certificate chain")
+		return nil, nil, errors.New("the Istio CA returned no certificate chain")
 	}
 	out := &tls.Certificate{PrivateKey: key}
 	for _, p := range chain[:len(chain)-1] {
@@ -160,15 +177,15 @@ func (c *IstioCert) fetch(ctx context.Context) (*tls.Certificate, time.Time, tim
 		}
 	}
 	if len(out.Certificate) == 0 {
-		return nil, zero, zero, errors.New("the Istio CA returned no PEM certificate")
+		return nil, nil, errors.New("the Istio CA returned no PEM certificate")
 	}
 	leaf, err := x509.ParseCertificate(out.Certificate[0])
 	if err != nil {
-		return nil, zero, zero, err
+		return nil, nil, err
 	}
-	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != c.Identity {
-		return nil, zero, zero, fmt.Errorf("the Istio CA signed %v, not %s", leaf.URIs, c.Identity)
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != identity {
+		return nil, nil, fmt.Errorf("the Istio CA signed %v, not %s", leaf.URIs, identity)
 	}
 	out.Leaf = leaf
-	return out, leaf.NotBefore, leaf.NotAfter, nil
+	return out, []byte(chain[len(chain)-1]), nil
 }
