@@ -140,6 +140,12 @@ apt_install() {
 	APT_OUT="$CACHE/.apt-output.$$"
 	log "apt-get install $* (if another apt/dpkg process holds the lock, waits up to ${APT_LOCK_TIMEOUT}s and names it)"
 	if apt_get install -y --no-upgrade "$@"; then rm -f "$APT_OUT"; return; fi
+	# A set-up stopped mid-install (Ctrl-C, a killed CI job) leaves dpkg
+	# "interrupted": apt refuses every install until dpkg --configure -a.
+	if grep -q "dpkg was interrupted" "$APT_OUT"; then
+		dpkg_configure_pending
+		if apt_get install -y --no-upgrade "$@"; then rm -f "$APT_OUT"; return; fi
+	fi
 	apt_lock_timed_out && die "apt-get install $*: another apt/dpkg process held the lock for more than ${APT_LOCK_TIMEOUT}s ($(apt_lock_holders | paste -sd';' || true)); wait for it to finish or raise APT_LOCK_TIMEOUT, then re-run"
 	# Usually empty package lists on a fresh machine: update, then retry.
 	local deadline=$((SECONDS + APT_LOCK_TIMEOUT))
@@ -153,6 +159,26 @@ apt_install() {
 	done
 	apt_get install -y --no-upgrade "$@" || die "apt-get install $* failed$(apt_lock_timed_out && echo ": the apt/dpkg lock stayed held for more than ${APT_LOCK_TIMEOUT}s")"
 	rm -f "$APT_OUT"
+}
+
+# dpkg_configure_pending: finish what an interrupted dpkg run left unpacked,
+# as apt asks. dpkg has no lock timeout of its own, so while another apt/dpkg
+# process holds the lock it is retried, naming the holder, up to APT_LOCK_TIMEOUT.
+dpkg_configure_pending() {
+	local dpkg=(env DEBIAN_FRONTEND=noninteractive dpkg --configure -a)
+	[[ $(id -u) -ne 0 ]] && dpkg=(sudo "${dpkg[@]}")
+	local deadline=$((SECONDS + APT_LOCK_TIMEOUT)) holders
+	log "apt-get install: an earlier install was interrupted; running dpkg --configure -a (as apt asks), then installing again"
+	# pipefail: the loop sees dpkg's status, not sed's.
+	until "${dpkg[@]}" 2>&1 | sed -u 's/^/[build-binaries] dpkg --configure -a: /' >&2; do
+		# shellcheck disable=SC2086 # two paths
+		holders=$(apt_lock_holders $DPKG_LOCKS | paste -sd';')
+		if [[ -z "$holders" ]] || ((SECONDS >= deadline)); then
+			die "dpkg --configure -a failed${holders:+ ($holders)}; run it by hand, then re-run"
+		fi
+		log "dpkg --configure -a: waiting for the apt/dpkg lock, $holders; retrying in 10s"
+		sleep 10
+	done
 }
 
 build_debian() {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -173,4 +174,69 @@ func TestSetupWaitsForDpkgLock(t *testing.T) {
 			t.Errorf("a lock timeout must not be taken for stale package lists (apt-get update ran):\n%s", all)
 		}
 	})
+}
+
+// TestSetupFinishesInterruptedDpkg: a set-up stopped mid-install (Ctrl-C, a
+// killed CI job) leaves dpkg "interrupted", and apt then refuses every install
+// until `dpkg --configure -a`. The script runs it, as apt asks, and installs
+// again; when dpkg itself fails it stops with what to run by hand. apt-get and
+// dpkg are stand-ins on PATH that keep dpkg's state in a file and print what
+// apt 2.6 prints (the real sequence was run in a fresh Debian root: see
+// README.md).
+func TestSetupFinishesInterruptedDpkg(t *testing.T) {
+	script, err := BuildScript()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name          string
+		configureFail bool
+		wantOK        bool
+		want          []string
+	}{
+		{name: "configures and installs", wantOK: true, want: []string{
+			"an earlier install was interrupted; running dpkg --configure -a",
+			"dpkg --configure -a: Setting up etcd-server",
+			"apt-get install: 0 upgraded, 0 newly installed",
+			"debian: etcd",
+		}},
+		{name: "dpkg fails", configureFail: true, want: []string{
+			"dpkg --configure -a: dpkg: error processing package etcd-server (--configure)",
+			"ERROR: dpkg --configure -a failed; run it by hand, then re-run",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bin, state := t.TempDir(), filepath.Join(t.TempDir(), "interrupted")
+			if err := os.WriteFile(state, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			configure := "echo 'Setting up etcd-server (3.4.23-4+b6) ...'; rm " + state
+			if tc.configureFail {
+				configure = "echo 'dpkg: error processing package etcd-server (--configure):'; exit 1"
+			}
+			for name, body := range map[string]string{
+				"apt-get": `[ -e ` + state + ` ] && { echo "E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the problem."; exit 100; }
+echo "0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded."`,
+				"dpkg": `[ "$*" = "--configure -a" ] || exit 2
+` + configure,
+				"sudo": `exec "$@"`,
+			} {
+				if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cmd := exec.Command("bash", script, "debian")
+			cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "LEANMESH_APT_ALWAYS=1",
+				"APT_LOCK_TIMEOUT=5", "LEANMESH_CACHE="+t.TempDir())
+			out, err := cmd.CombinedOutput()
+			if (err == nil) != tc.wantOK {
+				t.Fatalf("build-binaries.sh debian: err=%v, want success=%v:\n%s", err, tc.wantOK, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
 }
