@@ -333,8 +333,19 @@ func (l *Loop) Start(ctx context.Context) error {
 	if !l.opts.ALSPlaintext {
 		m := &als.MeshTLS{RootFile: l.opts.ALSMeshRootFile, CertFile: l.opts.ALSCertFile, KeyFile: l.opts.ALSKeyFile,
 			OnReject: func(r als.Refusal) { l.als.Refuse(r, "TLS handshake") }}
-		if l.opts.ALSIstioCert != nil {
-			m.ServerCert = l.opts.ALSIstioCert.GetCertificate
+		if c := l.opts.ALSIstioCert; c != nil {
+			// Without a certificate every handshake fails: say so, at a bounded rate.
+			certLog := &rate.Sometimes{First: 3, Interval: time.Minute}
+			c.OnError = func(err error, serving bool) {
+				certLog.Do(func() {
+					msg := "ALS server certificate from Istio's CA failed: ALS handshakes fail until it is issued"
+					if serving {
+						msg = "ALS server certificate renewal from Istio's CA failed: the current one is served until it expires"
+					}
+					l.opts.Logger.Error(err, msg, "ca", c.CAAddress, "identity", c.Identity)
+				})
+			}
+			m.ServerCert = c.GetCertificate
 		}
 		creds, err := m.Credentials()
 		if err != nil {

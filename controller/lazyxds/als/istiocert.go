@@ -53,6 +53,11 @@ type IstioCert struct {
 	// Validity asked for (default 24h, Istio's default workload TTL).
 	Validity time.Duration
 	Now      func() time.Time
+	// OnError, if set, hears every failed request to the CA: serving says
+	// whether the current certificate is still served (a failed renewal)
+	// or handshakes fail until one is issued. Without it a CA that cannot
+	// be reached shows only as handshakes gRPC logs at warning level.
+	OnError func(err error, serving bool)
 
 	mu      sync.Mutex
 	cur     *tls.Certificate
@@ -77,7 +82,11 @@ func (c *IstioCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, erro
 	defer cancel()
 	crt, notBefore, notAfter, err := c.fetch(ctx)
 	if err != nil {
-		if c.cur != nil && now.Before(c.expires) {
+		serving := c.cur != nil && now.Before(c.expires)
+		if c.OnError != nil {
+			c.OnError(err, serving)
+		}
+		if serving {
 			// Handshakes are not held up by a CA that is down: try again
 			// in 30 s, meanwhile serve the current certificate.
 			c.retryAt = now.Add(30 * time.Second)

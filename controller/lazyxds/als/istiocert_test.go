@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -122,8 +123,10 @@ func TestIstioCertRenewal(t *testing.T) {
 	}
 	now := time.Now()
 	const id = "spiffe://cluster.local/ns/leanmesh-system/sa/leanmesh"
+	var failures []bool // OnError's serving, per failed request
 	c := &IstioCert{CAAddress: addr, CAServerName: "istiod.istio-system.svc", RootFile: rootFile, TokenFile: tokenFile,
-		Identity: id, Validity: time.Hour, Now: func() time.Time { return now }}
+		Identity: id, Validity: time.Hour, Now: func() time.Time { return now },
+		OnError: func(_ error, serving bool) { failures = append(failures, serving) }}
 	first, err := c.GetCertificate(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +175,9 @@ func TestIstioCertRenewal(t *testing.T) {
 	ca.failing.Store(false)
 	if _, err := c.GetCertificate(nil); err != nil {
 		t.Fatalf("CA back: %v", err)
+	}
+	if want := []bool{true, false}; !slices.Equal(failures, want) {
+		t.Errorf("OnError heard serving=%v, want %v (the failed renewal while serving, then the failure at expiry)", failures, want)
 	}
 	t.Logf("CSRs %d: at start, at half-life, a failed renewal (the current certificate served on, no retry for 30 s), at expiry (failed: error), CA back", ca.calls.Load())
 
