@@ -56,7 +56,8 @@ type IstioCert struct {
 	// OnError, if set, hears every failed request to the CA: serving says
 	// whether the current certificate is still served (a failed renewal)
 	// or handshakes fail until one is issued. Without it a CA that cannot
-	// be reached shows only as handshakes gRPC logs at warning level.
+	// be reached shows only in gRPC's info-level log (grpc-go server.go:
+	// "failed to create ServerTransport"), which is off by default.
 	OnError func(err error, serving bool)
 
 	mu      sync.Mutex
