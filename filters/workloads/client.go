@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -209,7 +210,7 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 		InitialResourceVersions: c.table.Versions(),
 	})
 	if err != nil {
-		return false, err
+		return false, endedStreamErr(st, err)
 	}
 	for {
 		resp, err := st.Recv()
@@ -234,7 +235,23 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 			updatesApplied.Add(1)
 		}
 		if err := st.Send(ack); err != nil {
-			return progressed, err
+			return progressed, endedStreamErr(st, err)
+		}
+	}
+}
+
+// endedStreamErr turns an io.EOF from Send into the stream's status: gRPC
+// returns io.EOF when the server has already ended the stream, and only Recv
+// says why (a refused token is answered before the request is read, so
+// "EOF" would hide PermissionDenied from the log and LastError).
+func endedStreamErr(st grpc.ClientStream, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	for {
+		var pending discoveryv3.DeltaDiscoveryResponse
+		if err := st.RecvMsg(&pending); err != nil {
+			return err
 		}
 	}
 }

@@ -153,7 +153,9 @@ func TestClientRejectsCorruptUpdateWhole(t *testing.T) {
 	responses := c.Responses()
 	update(t, ts.cache, map[string]cachev3.Resource{"10.0.0.2": wlStruct(wlB), "10.0.0.3": bad}, "10.0.0.1")
 	eventually(t, "the corrupt response", func() bool { return c.Responses() > responses })
-	time.Sleep(20 * time.Millisecond)
+	// The response is counted before it is decoded and rejected; the error
+	// is recorded last.
+	eventually(t, "the rejection", func() bool { return c.LastError() != "" })
 	if !has(c.Table(), "10.0.0.1", "frontend") || !has(c.Table(), "10.0.0.2", "") {
 		t.Error("a corrupt response was partly applied")
 	}
@@ -206,7 +208,13 @@ func TestClientAuthentication(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := startClient(t, ts.addr, tc.tokenPath)
-			eventually(t, "an error", func() bool { return strings.Contains(c.LastError(), tc.wantErr) })
+			// The first error recorded must already say why: a refused
+			// token is PermissionDenied, never the bare EOF Send returns
+			// when the server ends the stream before reading it.
+			eventually(t, "an error", func() bool { return c.LastError() != "" })
+			if !strings.Contains(c.LastError(), tc.wantErr) {
+				t.Errorf("first error %q, want %q", c.LastError(), tc.wantErr)
+			}
 			if c.Table().Len() != 0 || c.Responses() != 0 {
 				t.Errorf("unauthenticated client got %d entries, %d responses", c.Table().Len(), c.Responses())
 			}
