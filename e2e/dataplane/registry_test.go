@@ -188,9 +188,16 @@ func TestChurnEvictionThroughHost(t *testing.T) {
 		t.Logf("  end: live Go heap %.1f MB, interned peers %v, evicted %v", heap/1e6, gaugeOf(fams, "leanmesh_interned_peers"), gaugeOf(fams, "leanmesh_series_evicted_total"))
 		final[evict] = []int64{sizes[phases-1], series[phases-1], mem[phases-1]}
 		if evict {
+			// Phases are at least 1 s apart and a series goes 2–2.5 s
+			// after its last use, so a scrape holds at most three phases,
+			// however the machine paces them: never more than three times
+			// the first scrape (one phase plus the fixed families).
 			for _, v := range [][]int64{sizes, series, mem} {
-				if 2*v[phases-1] > 3*v[3] {
-					t.Errorf("eviction on: grows after the interval: %v", v)
+				for p := range v {
+					if v[p] > 3*v[0] {
+						t.Errorf("eviction on: phase %d holds more than three phases: %v", p, v)
+						break
+					}
 				}
 			}
 		} else if series[phases-1] != phases*perPhase || sizes[phases-1] < 2*sizes[3] {
@@ -241,19 +248,33 @@ func TestHostilePeersBoundedMemory(t *testing.T) {
 		s.inboundFrom(t, id, v, time.Millisecond)
 	}
 	took := time.Since(start)
-	after := s.heapAfterGC(t)
-	body, _ := s.scrapeRaw(t, "")
-	fams := parseText(t, body)
-	peers := gaugeOf(fams, "leanmesh_interned_peers")
+	// 1000 series plus each worker's peer cache (500) and its dimension map
+	// (≤ 2×500+16) may hold peers; nothing else.
+	const peerBound = 1000 + 500 + 1016 + 10
+	var (
+		after, peers float64
+		body         []byte
+		fams         map[string]*dto.MetricFamily
+	)
+	// Released peers leave the intern table in runtime.AddCleanup callbacks,
+	// which run on their own goroutine after a GC: a busy machine may need
+	// a few more collections before the gauge shows it.
+	for round := 0; ; round++ {
+		after = s.heapAfterGC(t)
+		body, _ = s.scrapeRaw(t, "")
+		fams = parseText(t, body)
+		if peers = gaugeOf(fams, "leanmesh_interned_peers"); peers <= peerBound || round == 10 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	t.Logf("%d distinct peers in %v: live heap %.1f MB -> %.1f MB (+%.1f MB), series %v, overflowed %v, interned peers %v, scrape %d bytes",
 		n, took.Round(time.Millisecond), before/1e6, after/1e6, (after-before)/1e6, gaugeOf(fams, "leanmesh_series"),
 		gaugeOf(fams, "leanmesh_series_overflow_records_total"), peers, len(body))
 	if gaugeOf(fams, "leanmesh_series") > 1000 {
 		t.Errorf("series cap not held")
 	}
-	// 1000 series plus each worker's peer cache (500) and its dimension map
-	// (≤ 2×500+16) may hold peers; nothing else.
-	if peers > 1000+500+1016+10 {
+	if peers > peerBound {
 		t.Errorf("interned peers %v: not released", peers)
 	}
 	if after-before > 40e6 {

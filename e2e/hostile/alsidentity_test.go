@@ -218,7 +218,10 @@ func TestALSServerIdentityVerifiedByEgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	dial := func(addr string) (*tls.ConnectionState, error) {
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, check.tlsConfig(egressCert))
+		// The timeout covers the handshake, and the controller's first
+		// handshake waits for its certificate from istiod (CSR, TokenReview,
+		// signing): slow on a busy machine.
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 30 * time.Second}, "tcp", addr, check.tlsConfig(egressCert))
 		if err != nil {
 			return nil, err
 		}

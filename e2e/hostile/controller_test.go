@@ -71,13 +71,34 @@ func startEnv(t *testing.T) *cluster.Env {
 // freeAddr reserves a loopback port for a flag that takes an address.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := pickAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
 	return addr
+}
+
+// pickAddr returns a loopback port free now. Another process may take it
+// before the controller binds it, so every launch picks its own.
+func pickAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// pickAddrs: the three listeners of one launch.
+func pickAddrs() (addrs, error) {
+	var a [3]string
+	for i := range a {
+		var err error
+		if a[i], err = pickAddr(); err != nil {
+			return addrs{}, err
+		}
+	}
+	return addrs{a[0], a[1], a[2]}, nil
 }
 
 // proc is one run of `leanmesh controller` as a child process.

@@ -177,14 +177,20 @@ type supervisor struct {
 
 func supervise(t *testing.T, env *cluster.Env, name string, extra ...string) *supervisor {
 	bin := controllerBinary(t)
-	a := newAddrs(t)
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	s := &supervisor{t: t, name: name, stopped: make(chan struct{}), done: make(chan struct{})}
 	first := make(chan error, 1)
 	go func() {
 		defer close(s.done)
 		for i := 0; ; i++ {
-			p, err := launch(bin, env, name, a, logPath, extra...)
+			// Fresh ports on every restart: the old ones were free for
+			// restartDelay, long enough for another listener to take
+			// them (the kubelet restarts into the pod's own IP instead).
+			a, err := pickAddrs()
+			var p *proc
+			if err == nil {
+				p, err = launch(bin, env, name, a, logPath, extra...)
+			}
 			if i == 0 {
 				first <- err
 			}
