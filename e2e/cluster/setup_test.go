@@ -110,6 +110,8 @@ func TestSetupWaitsForDpkgLock(t *testing.T) {
 		var aptWaiting bool
 		timer := time.NewTimer(time.Minute)
 		defer timer.Stop()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
 	read:
 		for {
 			select {
@@ -119,12 +121,16 @@ func TestSetupWaitsForDpkgLock(t *testing.T) {
 				}
 				out = append(out, l)
 				if waitingAt == 0 && strings.Contains(l, "waiting for the apt/dpkg lock, "+dpkgFrontendLock+" "+holder) {
-					// The script saw the holder. apt itself starts after
-					// this line: a busy machine may take seconds to get there.
+					// The script saw the holder.
 					waitingAt = time.Since(start)
 				}
-				if waitingAt != 0 && releasedAt == 0 && !aptWaiting && strings.Contains(l, "Waiting for cache lock") {
-					// apt is waiting too; keep holding a while, then release.
+			case <-tick.C:
+				// apt's own "Waiting for cache lock" line reaches the pipe
+				// only when its wait ends, so the hold is timed from the
+				// moment apt-get runs (it tries the lock before anything
+				// else): on a busy machine that may be seconds after the
+				// script's line.
+				if waitingAt != 0 && releasedAt == 0 && !aptWaiting && processRunning("apt-get") {
 					aptWaiting = true
 					timer.Reset(hold)
 				}
@@ -247,4 +253,15 @@ echo "0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded."`,
 			}
 		})
 	}
+}
+
+// processRunning reports whether a process named comm runs on this machine.
+func processRunning(comm string) bool {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, d := range dirs {
+		if b, err := os.ReadFile(d); err == nil && strings.TrimSpace(string(b)) == comm {
+			return true
+		}
+	}
+	return false
 }
