@@ -14,6 +14,7 @@ import (
 
 	"github.com/envoyproxy/envoy/contrib/golang/common/go/api"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/leanmesh/leanmesh/filters/peer"
 	"github.com/leanmesh/leanmesh/filters/pluginconfig"
@@ -58,6 +59,7 @@ const numWorkers = 64 // Envoy worker ids map onto these modulo 64
 type localState struct {
 	mx   *peer.Local
 	peer *telemetry.Peer
+	node *peer.Node // the node the identity came from; nil if none
 }
 
 // workerState is touched by one Envoy worker thread; the mutex only guards
@@ -147,11 +149,51 @@ func (cfg *Config) resolveLocal(cb api.StreamFilterCallbacks) *localState {
 		return &localState{peer: cfg.registry.InternPeer(telemetry.Peer{})}
 	}
 	w := mx.Workload
-	l := &localState{mx: mx, peer: cfg.registry.InternPeer(telemetry.Peer{
+	l := &localState{mx: mx, node: node, peer: cfg.registry.InternPeer(telemetry.Peer{
 		Workload: w.Name, Namespace: w.Namespace, CanonicalService: w.CanonicalService,
 		CanonicalRevision: w.CanonicalRevision, App: w.App, Version: w.Version, Cluster: w.Cluster,
 	})}
 	return l
+}
+
+// nodeProperty answers a custom dimension's `xds.node.id` or
+// `xds.node.metadata.<key>[.<key>...]` (a string leaf) from the node the local
+// identity came from, as Istio's stats filter evaluates `xds.node` against
+// the proxy's own node: Envoy v1.39's golang filter answers "not found" for
+// every xds.node path, so GetProperty would leave such a dimension empty
+// (istio/proxy's TestStatsGrpcStream dimension
+// configurable_metric_a: xds.node.metadata.LABELS.version). false: not a
+// path this answers; the caller asks Envoy.
+func nodeProperty(node *peer.Node, path string) (string, bool) {
+	if node == nil {
+		return "", false
+	}
+	if path == "xds.node.id" {
+		return node.ID, true
+	}
+	rest, ok := strings.CutPrefix(path, "xds.node.metadata.")
+	if !ok {
+		return "", false
+	}
+	fields := node.Metadata.GetFields()
+	for {
+		key, tail, more := strings.Cut(rest, ".")
+		v, ok := fields[key]
+		if !ok {
+			return "", false
+		}
+		if !more {
+			s, isString := v.GetKind().(*structpb.Value_StringValue)
+			if !isString {
+				return "", false
+			}
+			return s.StringValue, true
+		}
+		if v.GetStructValue() == nil {
+			return "", false
+		}
+		fields, rest = v.GetStructValue().GetFields(), tail
+	}
 }
 
 // proxyIstioVersion is istio_build's tag: the ISTIO_VERSION of the running

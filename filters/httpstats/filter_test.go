@@ -552,3 +552,34 @@ func TestWorkerStatePadding(t *testing.T) {
 		t.Errorf("workerState's fields take %d bytes: more than one cache line, so two workers' fields may share a line", s)
 	}
 }
+
+// Custom dimensions on xds.node paths are evaluated against the node the
+// local identity came from, as Istio evaluates them against the proxy's
+// node: real Envoy v1.39 answers "not found" for xds.node from Go. istio/proxy's
+// TestStatsGrpcStream uses configurable_metric_a: xds.node.metadata.LABELS.version.
+func TestNodeDimensionsFromLocalNode(t *testing.T) {
+	dir := t.TempDir()
+	labels := dir + "/labels"
+	if err := os.WriteFile(labels, []byte("app=\"productpage\"\nversion=\"v1\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"POD_NAME": "productpage-v1-abc", "POD_NAMESPACE": "default", "INSTANCE_IP": "10.0.0.1",
+		"ISTIO_META_WORKLOAD_NAME": "productpage-v1", "ISTIO_META_CLUSTER_ID": "Kubernetes"} {
+		t.Setenv(k, v)
+	}
+	cfg := newConfig(t, `{"direction":"outbound","local_identity":{"pod_labels_path":"`+labels+`"},"metrics":[{"dimensions":{`+
+		`"node_version":"xds.node.metadata.LABELS.version","node_cluster":"string(xds.node.metadata.CLUSTER_ID)",`+
+		`"node_id":"xds.node.id","node_missing":"xds.node.metadata.LABELS.nope"}}]}`)
+	w := newWorld(t)
+	s := outboundStream(t, w, "outbound|9080||"+reviewsHost, "")
+	delete(s.Props, "xds.node") // as real Envoy v1.39 answers: not found
+	run(Factory(cfg, s), newHeaders(":authority", "reviews:9080"), newHeaders(), nil)
+	ls, _ := onlySeries(t, scrape(t, cfg.Registry()), "istio_requests_total")
+	want := map[string]string{"node_version": "v1", "node_cluster": "Kubernetes", "node_id": productpageID,
+		"node_missing": ""}
+	for k, v := range want {
+		if ls[k] != v {
+			t.Errorf("%s = %q, want %q (labels %v)", k, ls[k], v, ls)
+		}
+	}
+}

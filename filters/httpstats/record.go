@@ -122,6 +122,10 @@ func (f *filter) dimensions(reqHdr api.RequestHeaderMap) string {
 				vals[i] = reqHdr.GetRaw(a.Value)
 			}
 		case pluginconfig.Property:
+			if v, ok := nodeProperty(f.local.node, a.Value); ok {
+				vals[i] = v
+				continue
+			}
 			vals[i], _ = f.cb.GetProperty(a.Value) // the SDK's copy: several are kept
 		}
 	}
