@@ -112,6 +112,13 @@ func startSidecarSO(t testing.TB, p pod, workers int, so string) *sidecar {
 
 func startSidecarWith(t testing.TB, p pod, workers int, extra map[string]interface{}, env []string, so string) *sidecar {
 	t.Helper()
+	return startSidecarTuned(t, p, workers, extra, env, so, nil)
+}
+
+// startSidecarTuned is startSidecarWith with tune applied to the host's
+// options before it starts (nil: none).
+func startSidecarTuned(t testing.TB, p pod, workers int, extra map[string]interface{}, env []string, so string, tune func(*envoyhost.Options)) *sidecar {
+	t.Helper()
 	artifacts(t)
 	dir := t.TempDir()
 	labels := filepath.Join(dir, "labels")
@@ -123,7 +130,11 @@ func startSidecarWith(t testing.TB, p pod, workers int, extra map[string]interfa
 	if so == "" {
 		so = art.leanmesh
 	}
-	h, err := envoyhost.Start(envoyhost.Options{HostBin: art.host, SO: so, Workers: workers, Env: append(p.env(), env...), LogLevel: 3})
+	opts := envoyhost.Options{HostBin: art.host, SO: so, Workers: workers, Env: append(p.env(), env...), LogLevel: 3}
+	if tune != nil {
+		tune(&opts)
+	}
+	h, err := envoyhost.Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

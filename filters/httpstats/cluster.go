@@ -16,7 +16,8 @@ type clusterInfo struct {
 	name      string             // the cluster's name, owned
 	service   *telemetry.Service // from filter_metadata.istio.services[0]; nil if none
 	inMesh    bool               // an Istio outbound cluster of a mesh service
-	disableMX bool               // istio.disable_mx, or marked external
+	disableMX bool               // istio.disable_mx: never gets MX headers, whatever send_to says
+	external  bool               // istio.external (istiod's mark for MESH_EXTERNAL services)
 	// The local certificate's URI SAN on this cluster's TLS connections,
 	// once read (guarded by the worker's mutex; see filter.localSAN).
 	localSAN    string
@@ -37,9 +38,10 @@ func decodeClusterInfo(name string, raw []byte) *clusterInfo {
 				Namespace: strings.Clone(f["namespace"].GetStringValue()),
 			}
 		}
-		ci.disableMX = truthy(istio.GetFields()["disable_mx"]) || truthy(istio.GetFields()["external"])
+		ci.disableMX = truthy(istio.GetFields()["disable_mx"])
+		ci.external = truthy(istio.GetFields()["external"])
 	}
-	ci.inMesh = strings.HasPrefix(name, "outbound|") && ci.service != nil && !ci.disableMX
+	ci.inMesh = strings.HasPrefix(name, "outbound|") && ci.service != nil && !ci.disableMX && !ci.external
 	return ci
 }
 

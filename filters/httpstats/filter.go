@@ -121,13 +121,14 @@ func (f *filter) DecodeHeaders(h api.RequestHeaderMap, endStream bool) (status a
 func (f *filter) sendMX() bool {
 	name, ci := f.upstreamCluster(f.worker())
 	f.clusterName, f.cluster = name, ci
-	if ci == nil {
-		return false // no cluster, or a special one: never in mesh
-	}
 	if f.cfg.c.MetadataExchange.SendTo == pluginconfig.SendAll {
-		return !ci.disableMX
+		// Istio's default (peer_metadata's MXPropagationMethod with
+		// skip_external_clusters off, filter.cc skipMXHeaders): every
+		// upstream cluster, PassthroughCluster and MESH_EXTERNAL services
+		// (istio.external) included; only istio.disable_mx stops it.
+		return name != "" && (ci == nil || !ci.disableMX)
 	}
-	return ci.inMesh
+	return ci != nil && ci.inMesh // nil: no cluster, or a special one: never in mesh
 }
 
 // upstreamCluster returns the stream's upstream cluster name, owned, and the

@@ -203,7 +203,8 @@ func TestOutboundNonMeshGetsNoMX(t *testing.T) {
 		{"service entry marked external", "in_mesh", "outbound|443||api.example.com", clusterMeta(t, map[string]interface{}{"external": true, "services": []interface{}{map[string]interface{}{"host": "api.example.com"}}}), false},
 		{"disable_mx", "in_mesh", "outbound|9080||" + reviewsHost, clusterMeta(t, map[string]interface{}{"disable_mx": true, "services": []interface{}{map[string]interface{}{"host": reviewsHost}}}), false},
 		{"cluster without istio services", "in_mesh", "outbound|80||raw", "", false},
-		{"istio behaviour: external gets it", "all", "outbound|443||api.example.com", clusterMeta(t, map[string]interface{}{"external": "true"}), false},
+		{"istio behaviour: external gets it", "all", "outbound|443||api.example.com", clusterMeta(t, map[string]interface{}{"external": true}), true},
+		{"istio behaviour: passthrough gets it", "all", "PassthroughCluster", "", true},
 		{"istio behaviour: non-mesh cluster gets it", "all", "outbound|80||raw", "", true},
 		{"istio behaviour: disable_mx still wins", "all", "outbound|9080||" + reviewsHost, clusterMeta(t, map[string]interface{}{"disable_mx": true}), false},
 	}
