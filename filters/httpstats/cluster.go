@@ -45,15 +45,9 @@ func decodeClusterInfo(name string, raw []byte) *clusterInfo {
 	return ci
 }
 
-func truthy(v *structpb.Value) bool {
-	switch k := v.GetKind().(type) {
-	case *structpb.Value_BoolValue:
-		return k.BoolValue
-	case *structpb.Value_StringValue:
-		return k.StringValue == "true"
-	}
-	return false
-}
+// truthy reads a flag as peer_metadata's skipMXHeaders does (bool_value():
+// only a bool true counts; istiod writes these flags as bools).
+func truthy(v *structpb.Value) bool { return v.GetBoolValue() }
 
 // isSpecialCluster: never in mesh, never gets MX headers.
 func isSpecialCluster(name string) bool {

@@ -207,6 +207,8 @@ func TestOutboundNonMeshGetsNoMX(t *testing.T) {
 		{"istio behaviour: passthrough gets it", "all", "PassthroughCluster", "", true},
 		{"istio behaviour: non-mesh cluster gets it", "all", "outbound|80||raw", "", true},
 		{"istio behaviour: disable_mx still wins", "all", "outbound|9080||" + reviewsHost, clusterMeta(t, map[string]interface{}{"disable_mx": true}), false},
+		// Istio reads the flag with bool_value(): a string is not true.
+		{"istio behaviour: disable_mx as a string is not set", "all", "outbound|9080||" + reviewsHost, clusterMeta(t, map[string]interface{}{"disable_mx": "true"}), true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
