@@ -63,8 +63,9 @@ func TestTelemetryCarriedOverOnIstiod(t *testing.T) {
 	t.Logf("TelemetryCarriedOver=False: %s", c.Message)
 
 	want := []any{
-		map[string]any{"name": "request_bytes", "drop": true},
+		// Istio's merged outcome, in Telemetry's metric order.
 		map[string]any{"name": "requests_total", "tags_to_remove": []any{"response_flags"}, "dimensions": map[string]any{"tenant": "request.headers['x-tenant']"}},
+		map[string]any{"name": "request_bytes", "drop": true},
 	}
 	var last any
 	if _, err := sc.WaitFor(ctx, func(s cluster.Snapshot) bool {

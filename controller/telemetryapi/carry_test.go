@@ -74,10 +74,20 @@ func TestCarryOver(t *testing.T) {
 	all := []*telemetryv1.Telemetry{newerRoot, selTel, nsTel, root, otherProvider}
 
 	got := CarryOver("shop", "istio-system", all)
+	// Merged as istiod merges: the namespace's ALL_METRICS removal reaches
+	// every metric the root customised, not the one it dropped.
+	rp := []string{"request_protocol"}
 	want := []v1alpha1.MetricOverride{
+		{Name: "requests_total", TagsToRemove: []string{"request_protocol", "response_flags"}, Dimensions: map[string]string{"tenant": "request.headers['x-tenant']"}},
+		{Name: "request_duration_milliseconds", TagsToRemove: rp},
 		{Name: "request_bytes", Drop: true},
-		{Name: "requests_total", TagsToRemove: []string{"response_flags"}, Dimensions: map[string]string{"tenant": "request.headers['x-tenant']"}},
-		{TagsToRemove: []string{"request_protocol"}},
+		{Name: "response_bytes", TagsToRemove: rp},
+		{Name: "tcp_connections_opened_total", TagsToRemove: rp},
+		{Name: "tcp_connections_closed_total", TagsToRemove: rp},
+		{Name: "tcp_sent_bytes_total", TagsToRemove: rp},
+		{Name: "tcp_received_bytes_total", TagsToRemove: rp},
+		{Name: "request_messages_total", TagsToRemove: rp},
+		{Name: "response_messages_total", TagsToRemove: rp},
 	}
 	if !equality.Semantic.DeepEqual(got.Overrides, want) {
 		t.Errorf("overrides %+v\nwant %+v", got.Overrides, want)
@@ -100,7 +110,13 @@ func TestCarryOver(t *testing.T) {
 	if len(mesh.Overrides) != 2 || !strings.Contains(strings.Join(mesh.NotCarried, "\n"), "write a policy in shop") {
 		t.Errorf("mesh-wide: %+v", mesh)
 	}
-	if strings.Contains(strings.Join(mesh.NotCarried, "\n"), "pay/otel") {
-		t.Errorf("a Telemetry for another provider is not Prometheus's: %q", mesh.NotCarried)
+	// pay's Telemetry names only otel: Istio then configures no Prometheus
+	// stats for pay's pods, so a mesh-wide policy must report it too.
+	if !strings.Contains(strings.Join(mesh.NotCarried, "\n"), "write a policy in pay") {
+		t.Errorf("a Telemetry moving metrics to another provider is not reported: %q", mesh.NotCarried)
+	}
+	pay := CarryOver("pay", "istio-system", all)
+	if !equality.Semantic.DeepEqual(pay.Overrides, []v1alpha1.MetricOverride{{Drop: true}}) || strings.Join(pay.From, ",") != "pay/otel" {
+		t.Errorf("pay: Prometheus out of scope carries as everything dropped: %+v", pay)
 	}
 }

@@ -157,6 +157,33 @@ func (o *Overrides) layoutFor(m Metric) layout {
 	return lay
 }
 
+// Column is one label of a family as it is exported: a standard label whose
+// value the filter computes (Expr ""), or one whose value a dimension
+// expression gives.
+type Column struct {
+	Name string
+	Expr string
+}
+
+// Columns lists the labels family m is exported with, in order, after
+// overrides; nil when m is dropped. It is the effective per-metric definition
+// (what Istio's stats filter builds from stats.PluginConfig), for checks that
+// compare a config's outcome rather than its spelling.
+func (o *Overrides) Columns(m Metric) []Column {
+	if o.Dropped(m) {
+		return nil
+	}
+	lay := o.layoutFor(m)
+	cols := make([]Column, len(lay.cols))
+	for i, c := range lay.cols {
+		cols[i] = Column{Name: c.name}
+		if c.extraIdx >= 0 {
+			cols[i].Expr = o.Expressions[c.extraIdx]
+		}
+	}
+	return cols
+}
+
 func (l layout) equal(o layout) bool {
 	if len(l.cols) != len(o.cols) {
 		return false
